@@ -1,0 +1,262 @@
+"""The remote: one HTTP client, authentication to the remote, URL building."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import anyio
+import httpx
+import structlog
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from .config import RemoteKernelsConfig
+from .errors import (
+    RemoteKernelsError,
+    bad_gateway,
+    mapped_transport_errors,
+    not_found,
+    timed_out,
+    unreachable,
+)
+
+logger = structlog.get_logger()
+
+# Jupyverse (fps-auth) keeps its session in this cookie; its kernel WebSocket accepts nothing else.
+JUPYVERSE_AUTH_COOKIE = "fastapiusersauth"
+
+
+class RemoteClient:
+    """Talks to the remote kernel server with the front's own credentials.
+
+    Authentication works for both families of remotes without configuration:
+    `Authorization: token <t>` is sent on every request (jupyter_server, Kernel Gateway,
+    Enterprise Gateway read it); a Jupyverse remote ignores it and refuses the request, so the
+    client logs in once with `?token=`, keeps the cookie the remote sets, and logs in again when
+    the remote refuses it (after a restart, the remote signs cookies with a new secret).
+    """
+
+    def __init__(self, config: RemoteKernelsConfig) -> None:
+        assert config.url is not None
+        self.config = config
+        self.base_url = config.url
+        self.ws_base_url = config.resolved_ws_url()
+        parts = urlsplit(config.url)
+        # How the remote is named in errors and logs: never with credentials.
+        self.name = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        self._token = config.resolved_token()
+        self._ssl_context = _ssl_context(config)
+        self._http = httpx.AsyncClient(
+            base_url=config.url,
+            headers=config.headers,
+            timeout=httpx.Timeout(config.request_timeout, connect=config.connect_timeout),
+            verify=self._ssl_context,
+            follow_redirects=False,
+            # Many browser tabs poll the same lists: keep connections warm.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        )
+        self._login_lock = anyio.Lock()
+        self._auth_generation = 0
+        _redact_token_in_library_logs(self._token)
+
+    async def __aenter__(self) -> RemoteClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._http.aclose()
+
+    # ---------------------------------------------------------------- REST
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send a request to `path` (relative to the remote's base URL, already quoted).
+
+        Transport failures become 502/503/504; a refusal of our credentials triggers one
+        re-authentication and retry.
+        """
+        request_timeout = timeout or self.config.request_timeout
+        for attempt in range(2):
+            generation = self._auth_generation
+            async with mapped_transport_errors(self.name, request_timeout):
+                response = await self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    headers=self._auth_headers(),
+                    timeout=httpx.Timeout(request_timeout, connect=self.config.connect_timeout),
+                )
+            if not _refused(response):
+                return response
+            if attempt == 0 and self._token is not None:
+                await self._login(generation)
+                continue
+            break
+        raise bad_gateway(
+            self.name,
+            f"it refused the front's credentials ({response.status_code}); "
+            "check remote_kernels.token",
+        )
+
+    async def get_json(self, path: str, *, timeout: float | None = None) -> Any:
+        response = await self.request("GET", path, timeout=timeout)
+        return self.json_of(response)
+
+    def json_of(self, response: httpx.Response, *, expected: tuple[int, ...] = (200,)) -> Any:
+        """The JSON body of a successful answer; anything else becomes a clear error."""
+        if response.status_code not in expected:
+            raise self.error_from(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise bad_gateway(self.name, f"unparseable answer to {response.request.method} "
+                              f"{response.request.url.path}") from None
+
+    def error_from(self, response: httpx.Response) -> RemoteKernelsError:
+        """Keep the remote's 4xx (with its message); remote 5xx becomes 502."""
+        message = _remote_message(response)
+        if response.status_code == 404:
+            return not_found(message or "Resource")
+        if 400 <= response.status_code < 500:
+            return RemoteKernelsError(response.status_code, message or response.reason_phrase,
+                                      response.reason_phrase)
+        detail = f"{response.status_code} {response.reason_phrase}"
+        if message:
+            detail += f": {message}"
+        return bad_gateway(self.name, detail)
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self._token}"} if self._token else {}
+
+    async def _login(self, failed_generation: int) -> None:
+        """Get a fresh Jupyverse auth cookie; concurrent callers share one login."""
+        async with self._login_lock:
+            if self._auth_generation != failed_generation:
+                return  # another request logged in meanwhile
+            self._http.cookies.clear()
+            async with mapped_transport_errors(self.name, self.config.request_timeout):
+                response = await self._http.get(
+                    "api/status", params={"token": self._token}, headers=self._auth_headers()
+                )
+            self._auth_generation += 1
+            if response.status_code == 200 and self._http.cookies.get(JUPYVERSE_AUTH_COOKIE):
+                logger.info("Authenticated to the remote", remote=self.name)
+            else:
+                logger.warning("The remote refused the front's token", remote=self.name,
+                               status=response.status_code)
+
+    # ---------------------------------------------------------------- WebSocket
+
+    async def connect_channels(
+        self, kernel_id: str, session_id: str, subprotocols: list[str]
+    ) -> ClientConnection:
+        """Open the upstream kernel WebSocket, offering the client's subprotocols."""
+        url = (f"{self.ws_base_url}api/kernels/{quote(kernel_id, safe='')}/channels"
+               f"?session_id={quote(session_id, safe='')}")
+        for attempt in range(2):
+            generation = self._auth_generation
+            headers = {**self.config.headers, **self._auth_headers()}
+            cookie = self._http.cookies.get(JUPYVERSE_AUTH_COOKIE)
+            if cookie:
+                headers["Cookie"] = f"{JUPYVERSE_AUTH_COOKIE}={cookie}"
+            try:
+                return await websockets.connect(
+                    url,
+                    subprotocols=[websockets.Subprotocol(p) for p in subprotocols] or None,
+                    additional_headers=headers,
+                    open_timeout=self.config.connect_timeout,
+                    ping_interval=self.config.ping_interval,
+                    ping_timeout=self.config.ping_timeout,
+                    close_timeout=2,
+                    # Real outputs can be tens of MB: no per-message cap on what the kernel sends.
+                    max_size=None,
+                    compression=None,
+                    ssl=self._ssl_context if url.startswith("wss:") else None,
+                    user_agent_header=None,
+                )
+            except websockets.InvalidStatus as e:
+                status = e.response.status_code
+                if status in (401, 403) and attempt == 0 and self._token is not None:
+                    await self._login(generation)
+                    continue
+                if status == 404:
+                    raise not_found(f"Kernel {kernel_id}") from None
+                if status in (401, 403):
+                    raise bad_gateway(self.name, f"it refused the front's credentials ({status})"
+                                      " on the kernel WebSocket; check remote_kernels.token"
+                                      ) from None
+                raise bad_gateway(self.name, f"kernel WebSocket handshake answered {status}"
+                                  ) from None
+            except TimeoutError:
+                raise timed_out(self.name, self.config.connect_timeout) from None
+            except (OSError, websockets.InvalidHandshake) as e:
+                raise unreachable(self.name, str(e) or type(e).__name__) from None
+        raise AssertionError("unreachable")
+
+
+def _refused(response: httpx.Response) -> bool:
+    # Jupyverse answers an unauthenticated request with 403, or 307 to its login page.
+    if response.status_code in (401, 403):
+        return True
+    return response.is_redirect and "login" in response.headers.get("location", "")
+
+
+def _remote_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        for key in ("message", "detail", "reason"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return ""
+
+
+def _ssl_context(config: RemoteKernelsConfig) -> ssl.SSLContext:
+    if config.verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif isinstance(config.verify, str):
+        context = ssl.create_default_context(cafile=config.verify)
+    else:
+        context = ssl.create_default_context()
+    if config.client_cert:
+        context.load_cert_chain(config.client_cert, config.client_key)
+    return context
+
+
+class _RedactToken(logging.Filter):
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.token in record.getMessage():
+            record.msg = record.getMessage().replace(self.token, "[token]")
+            record.args = ()
+        return True
+
+
+def _redact_token_in_library_logs(token: str | None) -> None:
+    # httpx logs every request at INFO (a line per proxied request is noise and costs time on
+    # the hot path); our own structured logs say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpx logs request URLs (our login URL carries ?token=) and websockets logs handshake
+    # headers at debug level: scrub the token from both, whatever the log configuration.
+    if not token:
+        return
+    for name in ("httpx", "httpcore", "websockets", "websockets.client"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _RedactToken) and f.token == token for f in log.filters):
+            log.addFilter(_RedactToken(token))

@@ -1,0 +1,83 @@
+"""One place that turns remote failures into HTTP answers and WebSocket close codes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi.responses import JSONResponse
+
+
+class RemoteKernelsError(Exception):
+    """An error answered to the client as jupyter_server does: JSON `{message, reason}`."""
+
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"message": self.message, "reason": self.reason},
+            status_code=self.status,
+        )
+
+
+def not_found(what: str) -> RemoteKernelsError:
+    return RemoteKernelsError(404, f"{what} not found", "Not Found")
+
+
+def bad_request(message: str) -> RemoteKernelsError:
+    return RemoteKernelsError(400, message, "Bad Request")
+
+
+def unreachable(remote: str, why: str) -> RemoteKernelsError:
+    # 503 rather than 502: JupyterLab keeps polling a kernel on 503 instead of declaring it dead.
+    return RemoteKernelsError(503, f"Remote kernel server {remote} is unreachable: {why}",
+                              "Service Unavailable")
+
+
+def timed_out(remote: str, seconds: float | None) -> RemoteKernelsError:
+    limit = f" within {seconds:g} s" if seconds else ""
+    return RemoteKernelsError(504, f"Remote kernel server {remote} did not answer{limit}",
+                              "Gateway Timeout")
+
+
+def bad_gateway(remote: str, why: str) -> RemoteKernelsError:
+    return RemoteKernelsError(502, f"Remote kernel server {remote} failed: {why}", "Bad Gateway")
+
+
+@asynccontextmanager
+async def mapped_transport_errors(remote: str, timeout: float | None) -> AsyncIterator[None]:
+    """Map httpx's transport errors to 502/503/504; messages name the remote, never the token."""
+    try:
+        yield
+    except httpx.TimeoutException as e:
+        if isinstance(e, httpx.ConnectTimeout):
+            raise unreachable(remote, "connection timed out") from None
+        raise timed_out(remote, timeout) from None
+    except httpx.ConnectError as e:
+        raise unreachable(remote, _describe(e)) from None
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+        raise bad_gateway(remote, f"connection broken ({_describe(e)})") from None
+    except httpx.TransportError as e:
+        raise unreachable(remote, _describe(e)) from None
+
+
+def _describe(e: Exception) -> str:
+    # httpx messages carry no URL (the URL, which may hold a token, is on e.request).
+    text = str(e).strip()
+    return text or type(e).__name__
+
+
+# WebSocket close codes that must not be sent on the wire (RFC 6455 §7.4.1), or that an
+# endpoint may not use; jupyter_server-like clients treat 1011 as "server error".
+_RESERVED_CLOSE_CODES = {1004, 1005, 1006, 1015}
+
+
+def close_code_for_client(code: int | None) -> int:
+    if code is None or code in _RESERVED_CLOSE_CODES or not (1000 <= code <= 4999):
+        return 1011
+    return code

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fps import Module
+from jupyverse_api import App
+from jupyverse_auth import Auth
+from jupyverse_frontend import FrontendConfig
+from jupyverse_kernels import Kernels
+
+from .client import RemoteClient
+from .config import RemoteKernelsConfig, load_config
+from .remote import RemoteKernels
+from .routes import _RemoteKernels
+
+logger = structlog.get_logger()
+
+
+class RemoteKernelsModule(Module):
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name)
+        self.config = load_config(kwargs)
+
+    async def prepare(self) -> None:
+        self._refuse_local_kernels_module()
+        if self.config.url is None:
+            raise ValueError(
+                "remote_kernels.url is required: the URL of the server that runs the kernels, "
+                "e.g. --set remote_kernels.url=http://kernel-host:8002"
+            )
+        self.put(self.config, RemoteKernelsConfig)
+        app = await self.get(App)
+        auth = await self.get(Auth)  # type: ignore[type-abstract]
+        frontend_config = await self.get(FrontendConfig)
+
+        client = await self.async_context_manager(RemoteClient(self.config))
+        self.kernels = _RemoteKernels(
+            app,
+            auth,
+            RemoteKernels(client, self.config.kernelspecs_cache_ttl),
+            frontend_config.base_url,
+            self._allowed_origins(),
+        )
+        self.put(self.kernels, Kernels, teardown_callback=self.kernels.stop)
+        # The front starts even when the remote is down: nothing is asked of it here.
+        logger.info("Kernels served from a remote", remote=client.name)
+
+    async def stop(self) -> None:
+        await self.kernels.stop()
+
+    def _refuse_local_kernels_module(self) -> None:
+        siblings = self.parent.modules.values() if self.parent is not None else ()
+        for module in siblings:
+            if module is not self and type(module).__module__.startswith("fps_kernels."):
+                raise RuntimeError(
+                    "fps-kernels and fps-remote-kernels both serve /api/kernels: "
+                    "add --disable kernels to run kernels on the remote "
+                    f"(or remove the '{module.name}' module from the configuration)"
+                )
+
+    def _allowed_origins(self) -> list[str]:
+        # Jupyverse's --allow-origin lives in the parent module's configuration.
+        jupyverse_config = getattr(self.parent, "jupyverse_config", None)
+        return list(getattr(jupyverse_config, "allow_origins", None) or [])

@@ -1,0 +1,206 @@
+"""The remote's kernels, kernelspecs and sessions, answered with jupyter_server's contract.
+
+A Jupyverse remote differs from jupyter_server (measured, see shared/PROTOCOL.md): `200 null`
+for unknown kernels, 200 for interrupt, no `POST /api/kernels`, no `GET /api/sessions/{id}`,
+500 when deleting an unknown session. This layer hides those differences from the routes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from .cache import CoalescingCache
+from .client import RemoteClient
+from .errors import RemoteKernelsError, bad_gateway, not_found
+
+logger = structlog.get_logger()
+
+# Sessions the front creates on a Jupyverse remote only to start a bare kernel
+# (POST /api/kernels); they are hidden from the session list.
+KERNEL_ONLY_SESSION_TYPE = "x-remote-kernels-kernel-only"
+_SESSION_FIELDS = ("id", "path", "name", "type", "kernel")
+
+
+class RemoteKernels:
+    def __init__(self, client: RemoteClient, kernelspecs_cache_ttl: float) -> None:
+        self.client = client
+        self._kernelspecs: CoalescingCache[dict[str, Any]] = CoalescingCache(
+            kernelspecs_cache_ttl
+        )
+        # None until we know whether the remote has POST /api/kernels (Jupyverse has not).
+        self._has_post_kernels: bool | None = None
+
+    @property
+    def start_timeout(self) -> float:
+        return self.client.config.kernel_start_timeout
+
+    # ---------------------------------------------------------------- kernelspecs
+
+    async def kernelspecs(self) -> dict[str, Any]:
+        return await self._kernelspecs.get(self._fetch_kernelspecs)
+
+    async def _fetch_kernelspecs(self) -> dict[str, Any]:
+        specs = await self.client.get_json("api/kernelspecs")
+        if not isinstance(specs, dict) or not isinstance(specs.get("kernelspecs"), dict):
+            raise bad_gateway(self.client.name, "kernelspecs answer is not a kernelspecs model")
+        return specs
+
+    async def kernelspec(self, name: str) -> dict[str, Any]:
+        spec = (await self.kernelspecs())["kernelspecs"].get(name)
+        if not isinstance(spec, dict):
+            raise not_found(f"Kernel spec {name}")
+        return spec
+
+    async def kernelspec_file(self, name: str, file_name: str) -> tuple[bytes, str | None]:
+        response = await self.client.request(
+            "GET", f"kernelspecs/{quote(name, safe='')}/{quote(file_name, safe='')}"
+        )
+        if response.status_code != 200:
+            raise self.client.error_from(response)
+        return response.content, response.headers.get("content-type")
+
+    async def check_kernel_name(self, name: str | None) -> str:
+        """The spec name to start (default if None); 501 if the remote lacks it, as
+        jupyter_server answers for a missing kernelspec."""
+        specs = await self.kernelspecs()
+        if name is None:
+            name = specs.get("default")
+        if not isinstance(name, str) or name not in specs["kernelspecs"]:
+            raise RemoteKernelsError(
+                501,
+                f"The '{name}' kernel is not available on the remote kernel server. "
+                "Please pick another suitable kernel instead.",
+                "Not Implemented",
+            )
+        return name
+
+    # ---------------------------------------------------------------- kernels
+
+    async def kernels(self) -> list[dict[str, Any]]:
+        kernels = await self.client.get_json("api/kernels")
+        if not isinstance(kernels, list):
+            raise bad_gateway(self.client.name, "kernels answer is not a list")
+        return kernels
+
+    async def kernel(self, kernel_id: str) -> dict[str, Any]:
+        model = await self.client.get_json(_kernel_path(kernel_id))
+        return _kernel_or_404(model, kernel_id)
+
+    async def start_kernel(self, name: str | None, path: str | None) -> dict[str, Any]:
+        name = await self.check_kernel_name(name)
+        if self._has_post_kernels is not False:
+            response = await self.client.request(
+                "POST", "api/kernels", json={"name": name, "path": path or ""},
+                timeout=self.start_timeout,
+            )
+            if response.status_code != 405:
+                self._has_post_kernels = True
+                return _kernel_or_404(
+                    self.client.json_of(response, expected=(200, 201)), "new kernel"
+                )
+            self._has_post_kernels = False
+        # A Jupyverse remote starts kernels only for sessions: start one through a session
+        # that the front hides. Its path's parent is the kernel's working directory.
+        marker = f".remote-kernel-{uuid.uuid4()}"
+        session_path = f"{path.rstrip('/')}/{marker}" if path else marker
+        session = await self.create_session(
+            {"path": session_path, "name": "", "type": KERNEL_ONLY_SESSION_TYPE,
+             "kernel": {"name": name}}
+        )
+        return session["kernel"]
+
+    async def shutdown_kernel(self, kernel_id: str) -> None:
+        await self.kernel(kernel_id)  # a Jupyverse remote answers 204 for unknown ids
+        response = await self.client.request("DELETE", _kernel_path(kernel_id))
+        if response.status_code not in (200, 204):
+            raise self.client.error_from(response)
+
+    async def interrupt_kernel(self, kernel_id: str) -> None:
+        response = await self.client.request("POST", _kernel_path(kernel_id, "interrupt"))
+        if response.status_code == 204:
+            return
+        _kernel_or_404(self.client.json_of(response), kernel_id)
+
+    async def restart_kernel(self, kernel_id: str) -> dict[str, Any]:
+        response = await self.client.request(
+            "POST", _kernel_path(kernel_id, "restart"), timeout=self.start_timeout
+        )
+        return _kernel_or_404(self.client.json_of(response), kernel_id)
+
+    # ---------------------------------------------------------------- sessions
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        sessions = await self.client.get_json("api/sessions")
+        if not isinstance(sessions, list):
+            raise bad_gateway(self.client.name, "sessions answer is not a list")
+        return [
+            _session_model(s) for s in sessions
+            if isinstance(s, dict) and s.get("type") != KERNEL_ONLY_SESSION_TYPE
+        ]
+
+    async def session(self, session_id: str) -> dict[str, Any]:
+        for session in await self.sessions():
+            if session.get("id") == session_id:
+                return session
+        raise not_found(f"Session {session_id}")
+
+    async def create_session(self, model: dict[str, Any]) -> dict[str, Any]:
+        response = await self.client.request(
+            "POST", "api/sessions", json=model, timeout=self.start_timeout
+        )
+        session = self.client.json_of(response, expected=(200, 201))
+        if not isinstance(session, dict) or not isinstance(session.get("kernel"), dict):
+            raise bad_gateway(self.client.name, "session answer is not a session model")
+        return _session_model(session)
+
+    async def update_session(self, session_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        await self.session(session_id)  # a Jupyverse remote answers 500 for unknown ids
+        timeout = self.start_timeout if "kernel" in changes else None
+        response = await self.client.request(
+            "PATCH", _session_path(session_id), json={**changes, "id": session_id},
+            timeout=timeout,
+        )
+        session = self.client.json_of(response)
+        if not isinstance(session, dict):
+            raise bad_gateway(self.client.name, "session answer is not a session model")
+        return _session_model(session)
+
+    async def delete_session(self, session_id: str) -> None:
+        await self.session(session_id)  # a Jupyverse remote answers 500 for unknown ids
+        response = await self.client.request("DELETE", _session_path(session_id))
+        if response.status_code not in (200, 204):
+            raise self.client.error_from(response)
+
+    # ---------------------------------------------------------------- status
+
+    async def status(self) -> dict[str, Any]:
+        return await self.client.get_json("api/status", timeout=self.client.config.connect_timeout)
+
+
+def _kernel_path(kernel_id: str, action: str | None = None) -> str:
+    path = f"api/kernels/{quote(kernel_id, safe='')}"
+    return f"{path}/{action}" if action else path
+
+
+def _session_path(session_id: str) -> str:
+    return f"api/sessions/{quote(session_id, safe='')}"
+
+
+def _kernel_or_404(model: Any, kernel_id: str) -> dict[str, Any]:
+    if model is None:
+        raise not_found(f"Kernel {kernel_id}")
+    if not isinstance(model, dict) or not isinstance(model.get("id"), str):
+        raise RemoteKernelsError(502, "Remote kernel server answered an invalid kernel model",
+                                 "Bad Gateway")
+    return model
+
+
+def _session_model(session: dict[str, Any]) -> dict[str, Any]:
+    # Jupyverse does not update `notebook` when a session is renamed or moved.
+    model = {key: session.get(key) for key in _SESSION_FIELDS}
+    model["notebook"] = {"path": model["path"], "name": model["name"]}
+    return model

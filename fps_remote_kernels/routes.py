@@ -1,0 +1,365 @@
+"""The Jupyverse kernels router, every route served from the remote.
+
+Each route validates what the client sent, delegates to `RemoteKernels`, and answers with
+jupyter_server's status codes (which JupyterLab checks).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from jupyverse_api import App
+from jupyverse_auth import Auth, User
+from jupyverse_kernels import Kernels
+
+from .bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
+from .errors import RemoteKernelsError, bad_request, not_found
+from .remote import RemoteKernels
+
+logger = structlog.get_logger()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Kernel and session ids are UUIDs on every Jupyter server; anything else is refused here,
+# so it never reaches an unintended remote URL.
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Kernelspec and resource names: what jupyter_client allows in a kernel name, no dot-files.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
+# The largest JSON body a kernels/sessions request needs.
+_MAX_BODY_BYTES = 1024 * 1024
+
+
+def answers_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Response]]:
+    """Turn a RemoteKernelsError raised by a route into its JSON answer."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        try:
+            return await method(*args, **kwargs)
+        except RemoteKernelsError as e:
+            return e.response()
+
+    return wrapper
+
+
+def _kernel_id(value: str) -> str:
+    if not _UUID.match(value):
+        raise not_found(f"Kernel {value[:64]!r}")
+    return value.lower()
+
+
+def _session_id(value: str) -> str:
+    if not _UUID.match(value):
+        raise not_found(f"Session {value[:64]!r}")
+    return value.lower()
+
+
+def _name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise not_found(f"{what} {value[:64]!r}")
+    return value
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body, or a 4xx that says what is wrong with it."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # A cross-site form can post text/plain; only JSON is accepted on mutating routes.
+    if content_type != "application/json":
+        raise RemoteKernelsError(415, "Content-Type must be application/json",
+                                 "Unsupported Media Type")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_BODY_BYTES:
+            raise RemoteKernelsError(413, "Request body too large", "Payload Too Large")
+    if not body.strip():
+        raise bad_request("No JSON data provided")
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise bad_request("Request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise bad_request("Request body must be a JSON object")
+    return value
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise bad_request(f"Field {key!r} must be a string")
+    return value
+
+
+def _kernel_request(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The (name, id) of the `kernel` field of a session request."""
+    kernel = body.get("kernel")
+    if kernel is None:
+        return None, None
+    if not isinstance(kernel, dict):
+        raise bad_request("Field 'kernel' must be an object")
+    name = _optional_str(kernel, "name")
+    kernel_id = _optional_str(kernel, "id")
+    if name is not None:
+        _name(name, "Kernel spec")
+    if kernel_id is not None:
+        kernel_id = _kernel_id(kernel_id)
+    return name, kernel_id
+
+
+class _RemoteKernels(Kernels):
+    def __init__(
+        self,
+        app: App,
+        auth: Auth,
+        remote: RemoteKernels,
+        base_url: str,
+        allowed_origins: list[str],
+    ) -> None:
+        self._auth = auth
+        self.remote = remote
+        self.base_url = base_url
+        self.allowed_origins = allowed_origins
+        self._app_ref = app
+        self._bridges: set[KernelChannelsBridge] = set()
+        super().__init__(app=app, auth=auth)
+
+    def include_router(self, router: APIRouter, **kwargs: Any) -> None:
+        # The Kernels ABC lacks three routes of jupyter_server's API. They go on the same
+        # router, because Jupyverse refuses a second router that repeats a path.
+        self._add_missing_routes(router)
+        super().include_router(router, **kwargs)
+
+    def _add_missing_routes(self, router: APIRouter) -> None:
+        auth = self._auth
+        # Same permissions as the matching routes of the ABC.
+        kernels_writer = Depends(auth.current_user(permissions={"kernels": ["write"]}))
+        kernelspecs_reader = Depends(auth.current_user(permissions={"kernelspecs": ["read"]}))
+        sessions_reader = Depends(auth.current_user(permissions={"sessions": ["read"]}))
+
+        @router.post("/api/kernels", status_code=201)
+        async def start_kernel(request: Request, user: User = kernels_writer):
+            return await self.start_kernel(request, user)
+
+        @router.get("/api/kernelspecs/{kernel_name}")
+        async def get_kernelspec_model(kernel_name: str, user: User = kernelspecs_reader):
+            return await self.get_kernelspec_model(kernel_name, user)
+
+        @router.get("/api/sessions/{session_id}")
+        async def get_session(session_id: str, user: User = sessions_reader):
+            return await self.get_session(session_id, user)
+
+    async def stop(self) -> None:
+        """End every open kernel WebSocket: remote kernels keep running (they belong to the
+        remote), clients get 1001 and reconnect to the next front."""
+        for bridge in list(self._bridges):
+            bridge.shutdown()
+
+    async def watch_connection_files(self, path: Path) -> None:
+        return None  # kernels live on the remote: no local connection files
+
+    # ---------------------------------------------------------------- status
+
+    async def get_status(self, user: User):
+        status: dict[str, Any] = {
+            "started": _iso(self._app_ref.started_time),
+            "last_activity": _iso(self._app_ref.last_activity),
+            "connections": len(self._bridges),
+            "kernels": None,
+            "remote": {"url": self.remote.client.name, "reachable": False, "message": None},
+        }
+        try:
+            remote_status = await self.remote.status()
+        except RemoteKernelsError as e:
+            status["remote"]["message"] = e.message
+        else:
+            status["remote"]["reachable"] = True
+            if isinstance(remote_status, dict):
+                status["kernels"] = remote_status.get("kernels")
+        return status
+
+    # ---------------------------------------------------------------- kernelspecs
+
+    @answers_errors
+    async def get_kernelspecs(self, user: User):
+        specs = await self.remote.kernelspecs()
+        return {
+            "default": specs.get("default"),
+            "kernelspecs": {
+                name: self._kernelspec_for_front(name, spec)
+                for name, spec in specs["kernelspecs"].items()
+                if isinstance(spec, dict) and _NAME.match(name)
+            },
+        }
+
+    @answers_errors
+    async def get_kernelspec_model(self, kernel_name: str, user: User):
+        name = _name(kernel_name, "Kernel spec")
+        return self._kernelspec_for_front(name, await self.remote.kernelspec(name))
+
+    def _kernelspec_for_front(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        # The remote's resource URLs point at the remote; the browser can only reach the front.
+        resources = spec.get("resources") or {}
+        rewritten = {
+            key: f"{self.base_url}kernelspecs/{name}/{url.rsplit('/', 1)[-1]}"
+            for key, url in resources.items()
+            if isinstance(url, str) and _NAME.match(url.rsplit("/", 1)[-1])
+        }
+        return {"name": name, "spec": spec.get("spec"), "resources": rewritten}
+
+    @answers_errors
+    async def get_kernelspec(self, kernel_name, file_name, user: User):
+        name = _name(kernel_name, "Kernel spec")
+        file = _name(file_name, "Kernel spec resource")
+        content, content_type = await self.remote.kernelspec_file(name, file)
+        headers = {"Cache-Control": "max-age=3600"}
+        return Response(content, media_type=content_type or "application/octet-stream",
+                        headers=headers)
+
+    # ---------------------------------------------------------------- kernels
+
+    @answers_errors
+    async def get_kernels(self, user: User):
+        return await self.remote.kernels()
+
+    @answers_errors
+    async def start_kernel(self, request: Request, user: User):
+        body = await _json_object(request)
+        name = _optional_str(body, "name")
+        if name is not None:
+            _name(name, "Kernel spec")
+        kernel = await self.remote.start_kernel(name, _optional_str(body, "path"))
+        logger.info("Kernel started on the remote", kernel_id=kernel["id"])
+        return JSONResponse(kernel, status_code=201,
+                            headers={"Location": f"{self.base_url}api/kernels/{kernel['id']}"})
+
+    @answers_errors
+    async def get_kernel(self, kernel_id, user: User):
+        return await self.remote.kernel(_kernel_id(kernel_id))
+
+    @answers_errors
+    async def shutdown_kernel(self, kernel_id, user: User):
+        await self.remote.shutdown_kernel(_kernel_id(kernel_id))
+        return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    @answers_errors
+    async def interrupt_kernel(self, kernel_id, user: User):
+        await self.remote.interrupt_kernel(_kernel_id(kernel_id))
+        return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    @answers_errors
+    async def restart_kernel(self, kernel_id, user: User):
+        return await self.remote.restart_kernel(_kernel_id(kernel_id))
+
+    @answers_errors
+    async def execute_cell(self, request: Request, kernel_id, user: User):
+        # Jupyverse's server-side execution writes into the front's collaborative documents,
+        # which the remote cannot see.
+        raise RemoteKernelsError(501, "Server-side cell execution is not available with "
+                                 "remote kernels", "Not Implemented")
+
+    # ---------------------------------------------------------------- sessions
+
+    @answers_errors
+    async def get_sessions(self, user: User):
+        return await self.remote.sessions()
+
+    @answers_errors
+    async def get_session(self, session_id: str, user: User):
+        return await self.remote.session(_session_id(session_id))
+
+    @answers_errors
+    async def create_session(self, request: Request, user: User):
+        body = await _json_object(request)
+        path = _optional_str(body, "path")
+        if path is None:
+            raise bad_request("Missing field in JSON data: path")
+        session_type = _optional_str(body, "type")
+        if session_type is None:
+            raise bad_request("Missing field in JSON data: type")
+        name = _optional_str(body, "name") or ""
+        kernel_name, kernel_id = _kernel_request(body)
+        # As jupyter_server does: a session that exists for this path is returned as is.
+        for session in await self.remote.sessions():
+            if session.get("path") == path:
+                return self._created_session(session)
+        if kernel_id is not None:
+            kernel = await self.remote.kernel(kernel_id)
+            kernel_field: dict[str, Any] = {"id": kernel_id, "name": kernel.get("name")}
+        else:
+            kernel_field = {"name": await self.remote.check_kernel_name(kernel_name)}
+        session = await self.remote.create_session(
+            {"path": path, "name": name, "type": session_type, "kernel": kernel_field}
+        )
+        logger.info("Session created on the remote", session_id=session["id"],
+                    kernel_id=session["kernel"].get("id"))
+        return self._created_session(session)
+
+    def _created_session(self, session: dict[str, Any]) -> JSONResponse:
+        return JSONResponse(session, status_code=201,
+                            headers={"Location": f"{self.base_url}api/sessions/{session['id']}"})
+
+    @answers_errors
+    async def rename_session(self, request: Request, user: User):
+        # The ABC's PATCH route passes no path id: take it from the URL, as jupyter_server does.
+        session_id = _session_id(request.path_params.get("session_id", ""))
+        body = await _json_object(request)
+        if body.get("id", session_id) != session_id:
+            raise bad_request("Session id in the body does not match the URL")
+        changes: dict[str, Any] = {}
+        for key in ("path", "name", "type"):
+            value = _optional_str(body, key)
+            if value is not None:
+                changes[key] = value
+        if "kernel" in body:
+            kernel_name, kernel_id = _kernel_request(body)
+            if kernel_id is not None:
+                await self.remote.kernel(kernel_id)
+                changes["kernel"] = {"id": kernel_id}
+            else:
+                changes["kernel"] = {"name": await self.remote.check_kernel_name(kernel_name)}
+        return await self.remote.update_session(session_id, changes)
+
+    @answers_errors
+    async def delete_session(self, session_id: str, user: User):
+        await self.remote.delete_session(_session_id(session_id))
+        return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    # ---------------------------------------------------------------- WebSocket
+
+    async def kernel_channels(self, kernel_id, session_id, websocket_permissions):
+        if websocket_permissions is None:
+            return  # Jupyverse's auth already closed it with 1008
+        websocket, _permissions = websocket_permissions
+        try:
+            if not origin_allowed(websocket, self.allowed_origins):
+                raise refuse_origin(websocket)
+            kernel_id = _kernel_id(kernel_id)
+            if not session_id or len(session_id) > 256:
+                raise bad_request("session_id query parameter missing or too long")
+            # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing:
+            # answer 404 as jupyter_server does, so clients stop instead of waiting.
+            await self.remote.kernel(kernel_id)
+        except RemoteKernelsError as e:
+            await deny(websocket, e)
+            return
+        bridge = KernelChannelsBridge(websocket, self.remote.client, kernel_id, session_id)
+        self._bridges.add(bridge)
+        try:
+            await bridge.run()
+        finally:
+            self._bridges.discard(bridge)
+
+
+def _iso(moment: Any) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
