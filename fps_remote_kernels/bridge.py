@@ -1,12 +1,14 @@
 """The kernel WebSocket bridge: upstream handshake first, then two pumps.
 
-Frames pass through untouched (text as text, bytes as bytes); only the framing of client
-frames is checked, cheaply, so a malformed frame never reaches the remote.
+Frames pass through untouched (text as text, bytes as bytes) when both legs speak the same
+protocol; client frames get a cheap framing check so a malformed one never reaches the remote.
+A legacy client of a v1 remote is translated (see frames.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 from anyio import CancelScope, create_task_group, move_on_after
@@ -18,18 +20,54 @@ from .client import RemoteClient
 from .errors import RemoteKernelsError, close_code_for_client
 from .frames import (
     V1_PROTOCOL,
-    legacy_binary_frame_problem,
-    legacy_text_frame_problem,
-    v1_frame_problem,
+    FrameError,
+    check_legacy_frame,
+    check_v1_frame,
+    legacy_to_v1,
+    refuse_text_on_v1,
+    v1_to_legacy,
 )
 
 logger = structlog.get_logger()
 
-# Close codes (RFC 6455): policy violation, invalid payload, going away.
-WS_POLICY_VIOLATION = 1008
+# Close codes (RFC 6455): invalid payload, policy violation, going away, server error.
 WS_INVALID_PAYLOAD = 1007
+WS_POLICY_VIOLATION = 1008
 WS_GOING_AWAY = 1001
+WS_SERVER_ERROR = 1011
 _CLEANUP_SECONDS = 2.0
+
+Frame = str | bytes
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How frames cross the bridge for one pair of agreed subprotocols."""
+
+    client_protocol: str | None
+    upstream_bytes: Callable[[bytes], Frame]
+    upstream_text: Callable[[str], Frame]
+    to_client: Callable[[bytes], Frame] | None  # None: relay as is
+
+
+def _relay_as_is(frame: Frame) -> Frame:
+    return frame
+
+
+def choose_wire(offered: list[str], upstream_protocol: str | None) -> Wire:
+    if upstream_protocol == V1_PROTOCOL and V1_PROTOCOL in offered:
+        return Wire(V1_PROTOCOL, check_v1_frame, refuse_text_on_v1, None)
+    if upstream_protocol == V1_PROTOCOL:
+        return Wire(None, legacy_to_v1, legacy_to_v1, v1_to_legacy)
+    if upstream_protocol is None:
+        return Wire(None, check_legacy_frame, check_legacy_frame, None)
+    # A subprotocol we do not know: relay it as the client and the remote agreed.
+    return Wire(upstream_protocol, _relay_as_is, _relay_as_is, None)
+
+
+def upstream_offer(offered: list[str]) -> list[str]:
+    # Always offer v1 upstream: it is binary-safe on every remote, legacy clients included.
+    return offered if V1_PROTOCOL in offered else [*offered, V1_PROTOCOL]
 
 
 class KernelChannelsBridge:
@@ -54,13 +92,13 @@ class KernelChannelsBridge:
             offered = list(self.websocket.scope.get("subprotocols") or [])
             try:
                 upstream = await self.client.connect_channels(
-                    self.kernel_id, self.session_id, offered
+                    self.kernel_id, self.session_id, upstream_offer(offered)
                 )
             except RemoteKernelsError as e:
                 await deny(self.websocket, e)
                 return
             try:
-                await self._relay(upstream)
+                await self._relay(upstream, choose_wire(offered, upstream.subprotocol))
             finally:
                 with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
                     await upstream.close()
@@ -68,24 +106,18 @@ class KernelChannelsBridge:
             with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
                 await self._close_client(WS_GOING_AWAY, "Server shutting down")
 
-    async def _relay(self, upstream: ClientConnection) -> None:
-        subprotocol = upstream.subprotocol
-        await self.websocket.accept(subprotocol=subprotocol)
+    async def _relay(self, upstream: ClientConnection, wire: Wire) -> None:
+        await self.websocket.accept(subprotocol=wire.client_protocol)
         logger.info("Kernel channels opened", kernel_id=self.kernel_id,
-                    subprotocol=subprotocol or "legacy")
+                    subprotocol=wire.client_protocol or "legacy",
+                    upstream_subprotocol=upstream.subprotocol or "legacy")
         async with create_task_group() as tg:
-            tg.start_soon(self._client_to_upstream, upstream, _frame_checks(subprotocol),
-                          tg.cancel_scope)
-            tg.start_soon(self._upstream_to_client, upstream, tg.cancel_scope)
+            tg.start_soon(self._client_to_upstream, upstream, wire, tg.cancel_scope)
+            tg.start_soon(self._upstream_to_client, upstream, wire, tg.cancel_scope)
         logger.info("Kernel channels closed", kernel_id=self.kernel_id)
 
-    async def _client_to_upstream(
-        self,
-        upstream: ClientConnection,
-        checks: tuple[Callable[[bytes], str | None], Callable[[str], str | None]],
-        scope: CancelScope,
-    ) -> None:
-        check_bytes, check_text = checks
+    async def _client_to_upstream(self, upstream: ClientConnection, wire: Wire,
+                                  scope: CancelScope) -> None:
         receive = self.websocket.receive
         try:
             while True:
@@ -93,34 +125,34 @@ class KernelChannelsBridge:
                 if message["type"] == "websocket.disconnect":
                     # The client left: end the upstream leg normally, keeping a meaningful code.
                     code = close_code_for_client(message.get("code"))
-                    await upstream.close(code=1000 if code == 1011 else code)
+                    await upstream.close(code=1000 if code == WS_SERVER_ERROR else code)
                     return
                 data = message.get("bytes")
-                if data is not None:
-                    problem = check_bytes(data)
-                    if problem is None:
-                        await upstream.send(data)
-                        continue
-                else:
-                    text = message.get("text") or ""
-                    problem = check_text(text)
-                    if problem is None:
-                        await upstream.send(text)
-                        continue
-                logger.warning("Refused a malformed client frame", kernel_id=self.kernel_id,
-                               problem=problem)
-                await self._close_client(WS_INVALID_PAYLOAD, f"Malformed frame: {problem}")
-                return
+                try:
+                    if data is not None:
+                        frame = wire.upstream_bytes(data)
+                    else:
+                        frame = wire.upstream_text(message.get("text") or "")
+                except FrameError as e:
+                    logger.warning("Refused a malformed client frame", kernel_id=self.kernel_id,
+                                   problem=str(e))
+                    await self._close_client(WS_INVALID_PAYLOAD, f"Malformed frame: {e}")
+                    return
+                await upstream.send(frame)
         except ConnectionClosed:
             pass  # the other pump reports the upstream's close code to the client
         finally:
             scope.cancel()
 
-    async def _upstream_to_client(self, upstream: ClientConnection, scope: CancelScope) -> None:
+    async def _upstream_to_client(self, upstream: ClientConnection, wire: Wire,
+                                  scope: CancelScope) -> None:
         send = self.websocket.send
+        to_client = wire.to_client
         try:
             while True:
                 data = await upstream.recv()
+                if to_client is not None and isinstance(data, bytes):
+                    data = to_client(data)
                 if isinstance(data, bytes):
                     await send({"type": "websocket.send", "bytes": data})
                 else:
@@ -131,6 +163,10 @@ class KernelChannelsBridge:
             reason = received.reason if received else "Remote kernel connection lost"
             with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
                 await self._close_client(code, reason)
+        except FrameError as e:
+            logger.warning("The remote sent a malformed frame", kernel_id=self.kernel_id,
+                           problem=str(e))
+            await self._close_client(WS_SERVER_ERROR, "Remote sent a malformed frame")
         except (OSError, RuntimeError):
             pass  # the client is gone; its pump sees the disconnect
         finally:
@@ -142,25 +178,6 @@ class KernelChannelsBridge:
                 await self.websocket.close(code=code, reason=reason[:120])
             except (OSError, RuntimeError):
                 pass
-
-
-def _accept_any(_: object) -> None:
-    return None
-
-
-def _refuse_text_on_v1(_: str) -> str:
-    return "text frame on the binary v1 protocol"
-
-
-def _frame_checks(
-    subprotocol: str | None,
-) -> tuple[Callable[[bytes], str | None], Callable[[str], str | None]]:
-    if subprotocol == V1_PROTOCOL:
-        return v1_frame_problem, _refuse_text_on_v1
-    if subprotocol is None:
-        return legacy_binary_frame_problem, legacy_text_frame_problem
-    # A subprotocol we do not know: we cannot check its framing, relay it as the remote agreed.
-    return _accept_any, _accept_any
 
 
 async def deny(websocket: WebSocket, error: RemoteKernelsError) -> None:

@@ -1,0 +1,87 @@
+"""Fixtures that start real servers on free ports: a kernels-only Jupyverse as the remote and
+a Jupyverse front with this plugin (fps-auth token mode, each with its own auth directory)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fps_remote_kernels.launch import Server, front_server, remote_server
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Every async test module sets `pytestmark = pytest.mark.anyio`; asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A kernels-only Jupyverse with fps-kernels and ipykernel: where kernels really run."""
+    server = remote_server(tmp_path_factory.mktemp("remote")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def front(remote: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A Jupyverse with JupyterLab, its own users and this plugin pointed at `remote`."""
+    server = front_server(tmp_path_factory.mktemp("front"), remote.url, remote.token,
+                          ui=True).start()
+    yield server
+    server.stop()
+
+
+async def login(server: Server) -> httpx.AsyncClient:
+    """A client logged in as a browser is: `/?token=` sets the auth cookie."""
+    client = httpx.AsyncClient(base_url=server.url, timeout=60)
+    response = await client.get("/", params={"token": server.token})
+    assert response.status_code < 400, response.text
+    assert client.cookies.get("fastapiusersauth"), "the front set no auth cookie"
+    return client
+
+
+@pytest.fixture
+async def api(front: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """The front's API, as a logged-in browser sees it."""
+    client = await login(front)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def remote_api(remote: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """The remote's own API, to check what really happened there."""
+    client = httpx.AsyncClient(base_url=remote.url, timeout=60)
+    await client.get("/api/status", params={"token": remote.token})
+    yield client
+    await client.aclose()
+
+
+def cookie_header(client: httpx.AsyncClient) -> str:
+    return f"fastapiusersauth={client.cookies['fastapiusersauth']}"
+
+
+def ws_url(server: Server, kernel_id: str) -> str:
+    return f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels"
+
+
+@pytest.fixture
+async def session(api: httpx.AsyncClient) -> AsyncIterator[dict]:
+    """A notebook session (and its kernel) created through the front, deleted afterwards."""
+    response = await api.post("/api/sessions", json={
+        "path": f"nb-{id(api)}.ipynb", "type": "notebook", "name": "nb.ipynb",
+        "kernel": {"name": "python3"},
+    })
+    assert response.status_code == 201, response.text
+    model = response.json()
+    yield model
+    await api.delete(f"/api/sessions/{model['id']}")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
