@@ -42,6 +42,10 @@ def disabled_except(wanted: set[str]) -> list[str]:
     return args
 
 
+class _EarlyExit(Exception):
+    pass
+
+
 @dataclass
 class Server:
     name: str
@@ -50,6 +54,8 @@ class Server:
     workdir: Path
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    # Run `fps --config FILE` instead of the `jupyverse` CLI.
+    config_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,9 +67,14 @@ class Server:
         return self.workdir / f"{self.name}.log"
 
     def command(self) -> list[str]:
+        bin_dir = Path(sys.executable).parent
+        if self.config_file is not None:
+            cli = [str(bin_dir / "fps"), "--config", str(self.config_file),
+                   "--set", f"port={self.port}"]
+        else:
+            cli = [str(bin_dir / "jupyverse"), "--port", str(self.port)]
         return [
-            str(Path(sys.executable).parent / "jupyverse"),
-            "--port", str(self.port),
+            *cli,
             "--set", "auth.mode=token",
             "--set", f"auth.token={self.token}",
             "--set", f"auth.directory={self.workdir / (self.name + '-auth')}",
@@ -71,6 +82,19 @@ class Server:
         ]
 
     def start(self, timeout: float = 60) -> Server:
+        # fps gives each module one second to prepare; on a loaded 2-core machine fps-auth
+        # sometimes needs more and the server exits. That is worth another try, not a failure.
+        for attempt in range(3):
+            self._spawn()
+            try:
+                self.wait_ready(timeout)
+                return self
+            except _EarlyExit as e:
+                if attempt == 2 or "timed out while" not in str(e):
+                    raise RuntimeError(str(e)) from None
+        raise AssertionError("unreachable")
+
+    def _spawn(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -82,17 +106,15 @@ class Server:
             start_new_session=True,  # its own process group: ending it ends its kernels
         )
         log.close()
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
+                code = self.process.returncode
+                self.stop()
+                raise _EarlyExit(f"{self.name} exited with {code}:\n{self.log_tail()}")
             try:
                 httpx.get(f"{self.url}api/status", timeout=1)
                 return

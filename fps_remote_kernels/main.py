@@ -21,6 +21,7 @@ class RemoteKernelsModule(Module):
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name)
         self.config = load_config(kwargs)
+        self.kernels: _RemoteKernels | None = None
 
     async def prepare(self) -> None:
         self._refuse_local_kernels_module()
@@ -47,7 +48,8 @@ class RemoteKernelsModule(Module):
         logger.info("Kernels served from a remote", remote=client.name)
 
     async def stop(self) -> None:
-        await self.kernels.stop()
+        if self.kernels is not None:
+            await self.kernels.stop()
 
     def _refuse_local_kernels_module(self) -> None:
         siblings = self.parent.modules.values() if self.parent is not None else ()
