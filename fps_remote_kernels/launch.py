@@ -75,6 +75,9 @@ class Server:
             cli = [str(bin_dir / "jupyverse"), "--port", str(self.port)]
         return [
             *cli,
+            # fps gives each module 1 s to prepare unless told otherwise: too short on a
+            # loaded machine (fps-auth hashes passwords and creates its database).
+            "--timeout", "60",
             "--set", "auth.mode=token",
             "--set", f"auth.token={self.token}",
             "--set", f"auth.directory={self.workdir / (self.name + '-auth')}",
