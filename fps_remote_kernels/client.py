@@ -13,7 +13,7 @@ import structlog
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from .config import RemoteKernelsConfig
+from .config import RemoteConfig, RemoteKernelsConfig
 from .errors import (
     RemoteKernelsError,
     bad_gateway,
@@ -39,19 +39,20 @@ class RemoteClient:
     the remote refuses it (after a restart, the remote signs cookies with a new secret).
     """
 
-    def __init__(self, config: RemoteKernelsConfig) -> None:
-        assert config.url is not None
-        self.config = config
-        self.base_url = config.url
-        self.ws_base_url = config.resolved_ws_url()
-        parts = urlsplit(config.url)
+    def __init__(self, remote: RemoteConfig, config: RemoteKernelsConfig) -> None:
+        assert remote.url is not None
+        self.remote = remote
+        self.config = config  # timeouts and keepalive settings, shared by all remotes
+        self.base_url = remote.url
+        self.ws_base_url = remote.resolved_ws_url()
+        parts = urlsplit(remote.url)
         # How the remote is named in errors and logs: never with credentials.
         self.name = f"{parts.scheme}://{parts.netloc}{parts.path}"
-        self._token = config.resolved_token()
-        self._ssl_context = _ssl_context(config)
+        self._token = remote.resolved_token()
+        self._ssl_context = _ssl_context(remote)
         self._http = httpx.AsyncClient(
-            base_url=config.url,
-            headers=config.headers,
+            base_url=remote.url,
+            headers=remote.headers,
             timeout=httpx.Timeout(config.request_timeout, connect=config.connect_timeout),
             verify=self._ssl_context,
             follow_redirects=False,
@@ -163,7 +164,7 @@ class RemoteClient:
                f"?session_id={quote(session_id, safe='')}")
         for attempt in range(2):
             generation = self._auth_generation
-            headers = {**self.config.headers, **self._auth_headers()}
+            headers = {**self.remote.headers, **self._auth_headers()}
             cookie = self._http.cookies.get(JUPYVERSE_AUTH_COOKIE)
             if cookie:
                 headers["Cookie"] = f"{JUPYVERSE_AUTH_COOKIE}={cookie}"
@@ -222,7 +223,7 @@ def _remote_message(response: httpx.Response) -> str:
     return ""
 
 
-def _ssl_context(config: RemoteKernelsConfig) -> ssl.SSLContext:
+def _ssl_context(config: RemoteConfig) -> ssl.SSLContext:
     if config.verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False

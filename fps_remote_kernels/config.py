@@ -2,22 +2,42 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from jupyverse_api import Config
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 OPTION_PREFIX = "remote_kernels"
+KINDS = ("auto", "jupyverse", "jupyter_server", "kernel_gateway", "enterprise_gateway")
+_REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class RemoteKernelsConfig(Config):
+class RemoteConfig(Config):
+    """One remote kernel server: where it is and how to reach it."""
+
+    name: str = Field(
+        default="remote",
+        description=(
+            "Short name of the remote, shown in kernel display names and used to prefix "
+            "clashing kernelspec names (e.g. gpu:python3) when there are several remotes."
+        ),
+    )
     url: str | None = Field(
         default=None,
         description=(
             "Base URL of the remote Jupyter server that runs the kernels (required), "
             "e.g. http://gpu-box:8002 or https://host/base/path/."
+        ),
+    )
+    kind: str = Field(
+        default="auto",
+        description=(
+            "What the remote is: jupyverse, jupyter_server, kernel_gateway, "
+            "enterprise_gateway, or auto (detected from its answers, and logged)."
         ),
     )
     token: str | None = Field(
@@ -46,19 +66,6 @@ class RemoteKernelsConfig(Config):
             'as a JSON object, e.g. {"X-Forwarded-User": "alice"}.'
         ),
     )
-    connect_timeout: float = Field(
-        default=5.0, description="Seconds to wait for a TCP/TLS connection to the remote."
-    )
-    request_timeout: float = Field(
-        default=30.0, description="Seconds to wait for the remote to answer a REST request."
-    )
-    kernel_start_timeout: float = Field(
-        default=120.0,
-        description=(
-            "Seconds to wait for the remote to start a kernel (creating a session or a kernel, "
-            "restarting or changing a kernel). Kernel starts are slow, especially on clusters."
-        ),
-    )
     verify: bool | str = Field(
         default=True,
         description=(
@@ -73,69 +80,50 @@ class RemoteKernelsConfig(Config):
         default=None,
         description="Path to the client certificate's private key, if not inside client_cert.",
     )
-    ping_interval: float = Field(
-        default=20.0,
+    kernelspecs: list[str] = Field(
+        default_factory=lambda: ["*"],
         description=(
-            "Seconds between keepalive pings on each upstream kernel WebSocket; a remote that "
-            "does not answer within ping_timeout is treated as gone."
+            "Which of the remote's kernelspecs the front offers: names or shell-style "
+            'patterns, as a JSON list, e.g. ["python3", "gpu-*"].'
         ),
     )
-    ping_timeout: float = Field(
-        default=20.0, description="Seconds to wait for a keepalive pong from the remote."
-    )
-    kernelspecs_cache_ttl: float = Field(
-        default=2.0,
-        description=(
-            "Seconds the front reuses the remote's kernelspecs before asking again. Identical "
-            "concurrent requests share one remote call. 0 disables the cache."
-        ),
-    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _REMOTE_NAME.match(value):
+            raise ValueError("must be 1-32 letters, digits, '-' or '_'")
+        return value
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return _base_url(value, ("http", "https"), "url")
+        return _base_url(value, ("http", "https"))
+
+    @field_validator("kind")
+    @classmethod
+    def _check_kind(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"must be one of {', '.join(KINDS)}")
+        return value
 
     @field_validator("ws_url")
     @classmethod
     def _check_ws_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return _base_url(value, ("ws", "wss"), "ws_url")
+        return _base_url(value, ("ws", "wss"))
 
     @field_validator("headers", mode="before")
     @classmethod
     def _parse_headers(cls, value: Any) -> Any:
         # `--set remote_kernels.headers=...` passes a string; a JSON config passes an object.
-        if isinstance(value, str):
-            try:
-                value = json.loads(value) if value.strip() else {}
-            except json.JSONDecodeError as e:
-                raise ValueError(f"must be a JSON object: {e}") from None
-        if not isinstance(value, dict):
-            raise ValueError("must be a JSON object of header names to values")
+        value = _json(value, dict, "a JSON object of header names to values")
         for name in value:
             if name.lower() in ("host", "cookie", "content-length", "connection", "upgrade"):
                 raise ValueError(f"header {name!r} is managed by the front and cannot be set")
-        return value
-
-    @field_validator(
-        "connect_timeout", "request_timeout", "kernel_start_timeout", "ping_interval",
-        "ping_timeout",
-    )
-    @classmethod
-    def _check_positive(cls, value: float) -> float:
-        if not value > 0:
-            raise ValueError("must be a positive number of seconds")
-        return value
-
-    @field_validator("kernelspecs_cache_ttl")
-    @classmethod
-    def _check_not_negative(cls, value: float) -> float:
-        if value < 0:
-            raise ValueError("must be zero or a positive number of seconds")
         return value
 
     @field_validator("verify", mode="before")
@@ -159,6 +147,11 @@ class RemoteKernelsConfig(Config):
             raise ValueError(f"no such file: {value!r}")
         return value
 
+    @field_validator("kernelspecs", mode="before")
+    @classmethod
+    def _parse_patterns(cls, value: Any) -> Any:
+        return _json(value, list, "a JSON list of kernelspec names or patterns")
+
     def resolved_token(self) -> str | None:
         return self.token or os.environ.get(self.token_env) or None
 
@@ -169,7 +162,137 @@ class RemoteKernelsConfig(Config):
         return "ws" + self.url[len("http") :]
 
 
-def _base_url(value: str, schemes: tuple[str, ...], option: str) -> str:
+class RemoteKernelsConfig(RemoteConfig):
+    """The plugin's options: one remote given inline (url, token, ...) and/or `remotes`."""
+
+    remotes: list[RemoteConfig] = Field(
+        default_factory=list,
+        description=(
+            "Several remotes, as a JSON list of objects with the keys of a single remote "
+            "(name, url, kind, token, token_env, ws_url, headers, verify, client_cert, "
+            'client_key, kernelspecs), e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
+            "A kernel or session goes to the remote that serves its kernelspec. The inline "
+            "url, if given, is one more remote, listed first."
+        ),
+    )
+    connect_timeout: float = Field(
+        default=5.0, description="Seconds to wait for a TCP/TLS connection to the remote."
+    )
+    request_timeout: float = Field(
+        default=30.0, description="Seconds to wait for the remote to answer a REST request."
+    )
+    kernel_start_timeout: float = Field(
+        default=120.0,
+        description=(
+            "Seconds to wait for the remote to start a kernel (creating a session or a kernel, "
+            "restarting or changing a kernel). Kernel starts are slow, especially on clusters; "
+            "Enterprise Gateway is told this as KERNEL_LAUNCH_TIMEOUT."
+        ),
+    )
+    ping_interval: float = Field(
+        default=20.0,
+        description=(
+            "Seconds between keepalive pings on each upstream kernel WebSocket; a remote that "
+            "does not answer within ping_timeout is treated as gone."
+        ),
+    )
+    ping_timeout: float = Field(
+        default=20.0, description="Seconds to wait for a keepalive pong from the remote."
+    )
+    kernelspecs_cache_ttl: float = Field(
+        default=2.0,
+        description=(
+            "Seconds the front reuses the remote's kernelspecs before asking again. Identical "
+            "concurrent requests share one remote call. 0 disables the cache."
+        ),
+    )
+    env_allowlist: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Names of the front's environment variables sent to the remote on kernel start "
+            "(besides KERNEL_USERNAME and the variables given in the request), as a JSON list, "
+            'e.g. ["KERNEL_NAMESPACE"]. The rest of the environment is never sent.'
+        ),
+    )
+    sessions_db: str | None = Field(
+        default=None,
+        description=(
+            "SQLite file where the front keeps the sessions and kernels it manages itself "
+            "(for Kernel Gateway / Enterprise Gateway remotes, and to route kernels among "
+            "several remotes), so they survive a restart of the front. Default: "
+            "<Jupyter data dir>/fps_remote_kernels/sessions.sqlite."
+        ),
+    )
+    shutdown_kernels_on_stop: bool = Field(
+        default=False,
+        description=(
+            "Shut down, when the front stops, the remote kernels it started. By default they "
+            "keep running: they belong to the remote, and the front finds them again."
+        ),
+    )
+
+    @field_validator(
+        "connect_timeout", "request_timeout", "kernel_start_timeout", "ping_interval",
+        "ping_timeout",
+    )
+    @classmethod
+    def _check_positive(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("kernelspecs_cache_ttl")
+    @classmethod
+    def _check_not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be zero or a positive number of seconds")
+        return value
+
+    @field_validator("remotes", mode="before")
+    @classmethod
+    def _parse_remotes(cls, value: Any) -> Any:
+        return _json(value, list, "a JSON list of remote objects")
+
+    @field_validator("env_allowlist", mode="before")
+    @classmethod
+    def _parse_allowlist(cls, value: Any) -> Any:
+        names = _json(value, list, "a JSON list of environment variable names")
+        for name in names:
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return names
+
+    @model_validator(mode="after")
+    def _check_remotes(self) -> RemoteKernelsConfig:
+        names = [remote.name for remote in self.all_remotes()]
+        for remote in self.remotes:
+            if remote.url is None:
+                raise ValueError(f"remotes: remote {remote.name!r} has no url")
+        if len(set(names)) != len(names):
+            raise ValueError("remotes: each remote needs its own name")
+        return self
+
+    def all_remotes(self) -> list[RemoteConfig]:
+        """Every configured remote; the inline `url` (if any) comes first."""
+        inline = []
+        if self.url is not None:
+            fields = set(RemoteConfig.model_fields)
+            inline = [RemoteConfig(**{k: v for k, v in self.__dict__.items() if k in fields})]
+        return [*inline, *self.remotes]
+
+
+def _json(value: Any, expected: type, what: str) -> Any:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else expected()
+        except json.JSONDecodeError as e:
+            raise ValueError(f"must be {what}: {e}") from None
+    if not isinstance(value, expected):
+        raise ValueError(f"must be {what}")
+    return value
+
+
+def _base_url(value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in schemes or not parts.netloc:
         wanted = " or ".join(f"{s}://" for s in schemes)
@@ -189,7 +312,9 @@ def load_config(kwargs: dict[str, Any]) -> RemoteKernelsConfig:
     except ValidationError as e:
         problems = []
         for error in e.errors():
-            field = ".".join(str(p) for p in error["loc"]) or "?"
+            field = ".".join(str(p) for p in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{OPTION_PREFIX}.{field} {message}")
+            # Whole-model checks name their option at the start of the message.
+            problems.append(f"{OPTION_PREFIX}.{field} {message}" if field
+                            else f"{OPTION_PREFIX}.{message}")
         raise ValueError("Invalid configuration: " + "; ".join(problems)) from None

@@ -25,7 +25,7 @@ class RemoteKernelsModule(Module):
 
     async def prepare(self) -> None:
         self._refuse_local_kernels_module()
-        if self.config.url is None:
+        if not self.config.all_remotes():
             raise ValueError(
                 "remote_kernels.url is required: the URL of the server that runs the kernels, "
                 "e.g. --set remote_kernels.url=http://kernel-host:8002"
@@ -35,7 +35,9 @@ class RemoteKernelsModule(Module):
         auth = await self.get(Auth)  # type: ignore[type-abstract]
         frontend_config = await self.get(FrontendConfig)
 
-        client = await self.async_context_manager(RemoteClient(self.config))
+        client = await self.async_context_manager(
+            RemoteClient(self.config.all_remotes()[0], self.config)
+        )
         self.kernels = _RemoteKernels(
             app,
             auth,

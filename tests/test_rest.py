@@ -161,13 +161,20 @@ async def test_session_requests_with_bad_bodies_get_4xx_with_a_message(
         (b'{"type": "notebook"}', "application/json", 400),
         (b'{"path": 3, "type": "notebook"}', "application/json", 400),
         (b'{"path": "a", "type": "notebook", "kernel": "python3"}', "application/json", 400),
-        (b'{"path": "a.ipynb", "type": "notebook"}', "text/plain", 415),
+        (b'{"path": "a.ipynb", "type": "notebook"}', "application/x-www-form-urlencoded", 415),
     ]
     for body, content_type, status in bad:
         response = await api.post("/api/sessions", content=body,
                                   headers={"Content-Type": content_type})
         assert response.status_code == status, (body, response.text)
         assert response.json()["message"]
+    # text/plain is how fetch() labels JupyterLab's JSON, and what a cross-site form sends:
+    # it is accepted from the front's own pages only.
+    cross_site = await api.post("/api/sessions",
+                                content=b'{"path": "x.ipynb", "type": "notebook"}',
+                                headers={"Content-Type": "text/plain",
+                                         "Origin": "https://evil.example"})
+    assert cross_site.status_code == 403
     mismatch = await api.patch(f"/api/sessions/{session['id']}",
                                json={"id": str(uuid.uuid4()), "name": "x"})
     assert mismatch.status_code == 400
