@@ -22,6 +22,7 @@ from .errors import (
     timed_out,
     unreachable,
 )
+from .kinds import ENTERPRISE_GATEWAY, JUPYTER_SERVER, JUPYVERSE, KERNEL_GATEWAY, KINDS, Kind
 
 logger = structlog.get_logger()
 
@@ -61,6 +62,9 @@ class RemoteClient:
         )
         self._login_lock = anyio.Lock()
         self._auth_generation = 0
+        # None until detected (kind "auto"): see ensure_kind().
+        self.kind: Kind | None = KINDS.get(remote.kind)
+        self._detect_lock = anyio.Lock()
         _redact_token_in_library_logs(self._token)
 
     async def __aenter__(self) -> RemoteClient:
@@ -84,6 +88,8 @@ class RemoteClient:
         Transport failures become 502/503/504; a refusal of our credentials triggers one
         re-authentication and retry.
         """
+        if self.kind is None:
+            await self.ensure_kind()
         request_timeout = timeout or self.config.request_timeout
         for attempt in range(2):
             generation = self._auth_generation
@@ -95,9 +101,9 @@ class RemoteClient:
                     headers=self._auth_headers(),
                     timeout=httpx.Timeout(request_timeout, connect=self.config.connect_timeout),
                 )
-            if not _refused(response):
+            if not self._refused(response):
                 return response
-            if attempt == 0 and self._token is not None:
+            if attempt == 0 and self._token is not None and self._may_log_in():
                 await self._login(generation)
                 continue
             break
@@ -134,6 +140,48 @@ class RemoteClient:
             detail += f": {message}"
         return bad_gateway(self.name, detail)
 
+    async def ensure_kind(self) -> Kind:
+        """The kind of the remote, detected from its answers on first use when configured
+        as "auto" (and logged), retried later if the remote cannot be reached now."""
+        if self.kind is not None:
+            return self.kind
+        async with self._detect_lock:
+            if self.kind is None:
+                self.kind = await self._detect_kind()
+                logger.info("Detected the kind of the remote", remote=self.name,
+                            kind=self.kind.name)
+        return self.kind
+
+    async def _detect_kind(self) -> Kind:
+        # jupyter_server and the gateways answer GET /api with their version; Enterprise
+        # Gateway adds gateway_version; Kernel Gateway has no /api/status. Jupyverse has no
+        # /api at all, and logs us in with ?token=.
+        response = await self._get_plain("api")
+        body = _json_or_none(response) if response.status_code == 200 else None
+        if isinstance(body, dict) and "version" in body:
+            if "gateway_version" in body:
+                return ENTERPRISE_GATEWAY
+            status = await self._get_plain("api/status")
+            return KERNEL_GATEWAY if status.status_code == 404 else JUPYTER_SERVER
+        if response.status_code == 401:
+            raise bad_gateway(self.name, "it refused the front's credentials (401); "
+                              "check remote_kernels.token")
+        return JUPYVERSE
+
+    async def _get_plain(self, path: str) -> httpx.Response:
+        async with mapped_transport_errors(self.name, self.config.request_timeout):
+            return await self._http.get(path, headers=self._auth_headers())
+
+    def _refused(self, response: httpx.Response) -> bool:
+        statuses = self.kind.refusal_statuses if self.kind is not None else (401, 403)
+        if response.status_code in statuses:
+            return True
+        # Jupyverse answers an unauthenticated request with 403, or 307 to its login page.
+        return response.is_redirect and "login" in response.headers.get("location", "")
+
+    def _may_log_in(self) -> bool:
+        return self.kind is None or self.kind.cookie_login
+
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self._token}"} if self._token else {}
 
@@ -160,6 +208,8 @@ class RemoteClient:
         self, kernel_id: str, session_id: str, subprotocols: list[str]
     ) -> ClientConnection:
         """Open the upstream kernel WebSocket, offering the client's subprotocols."""
+        if self.kind is None:
+            await self.ensure_kind()
         url = (f"{self.ws_base_url}api/kernels/{quote(kernel_id, safe='')}/channels"
                f"?session_id={quote(session_id, safe='')}")
         for attempt in range(2):
@@ -185,7 +235,8 @@ class RemoteClient:
                 )
             except websockets.InvalidStatus as e:
                 status = e.response.status_code
-                if status in (401, 403) and attempt == 0 and self._token is not None:
+                if (status in (401, 403) and attempt == 0 and self._token is not None
+                        and self._may_log_in()):
                     await self._login(generation)
                     continue
                 if status == 404:
@@ -203,11 +254,11 @@ class RemoteClient:
         raise AssertionError("unreachable")
 
 
-def _refused(response: httpx.Response) -> bool:
-    # Jupyverse answers an unauthenticated request with 403, or 307 to its login page.
-    if response.status_code in (401, 403):
-        return True
-    return response.is_redirect and "login" in response.headers.get("location", "")
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _remote_message(response: httpx.Response) -> str:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import getpass
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from fps import Module
 from jupyverse_api import App
-from jupyverse_auth import Auth
+from jupyverse_auth import Auth, AuthConfig, User
 from jupyverse_frontend import FrontendConfig
 from jupyverse_kernels import Kernels
 
@@ -13,6 +15,8 @@ from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
 from .remote import RemoteKernels
 from .routes import _RemoteKernels
+from .service import KernelService
+from .store import Store, default_store_path
 
 logger = structlog.get_logger()
 
@@ -33,21 +37,32 @@ class RemoteKernelsModule(Module):
         self.put(self.config, RemoteKernelsConfig)
         app = await self.get(App)
         auth = await self.get(Auth)  # type: ignore[type-abstract]
+        auth_config = await self.get(AuthConfig)
         frontend_config = await self.get(FrontendConfig)
 
-        client = await self.async_context_manager(
-            RemoteClient(self.config.all_remotes()[0], self.config)
+        remotes = []
+        for remote in self.config.all_remotes():
+            client = await self.async_context_manager(RemoteClient(remote, self.config))
+            remotes.append(RemoteKernels(client, self.config.kernelspecs_cache_ttl))
+        store = Store(self.config.sessions_db or default_store_path())
+        self.add_teardown_callback(store.close)
+        service = KernelService(
+            remotes, store, self.config.env_allowlist,
+            {remote.name: remote.kernelspecs for remote in self.config.all_remotes()},
         )
         self.kernels = _RemoteKernels(
             app,
             auth,
-            RemoteKernels(client, self.config.kernelspecs_cache_ttl),
+            service,
             frontend_config.base_url,
             self._allowed_origins(),
+            kernel_username_of(getattr(auth_config, "mode", "token")),
+            self.config.shutdown_kernels_on_stop,
         )
         self.put(self.kernels, Kernels, teardown_callback=self.kernels.stop)
-        # The front starts even when the remote is down: nothing is asked of it here.
-        logger.info("Kernels served from a remote", remote=client.name)
+        # The front starts even when the remotes are down: nothing is asked of them here.
+        logger.info("Kernels served from remotes",
+                    remotes=[f"{r.name}={r.client.name}" for r in remotes])
 
     async def stop(self) -> None:
         if self.kernels is not None:
@@ -67,3 +82,13 @@ class RemoteKernelsModule(Module):
         # Jupyverse's --allow-origin lives in the parent module's configuration.
         jupyverse_config = getattr(self.parent, "jupyverse_config", None)
         return list(getattr(jupyverse_config, "allow_origins", None) or [])
+
+
+def kernel_username_of(auth_mode: str) -> Callable[[User], str]:
+    """KERNEL_USERNAME for a front user. In `user` mode it is the user's name; in token and
+    noauth modes the single user's `username` is the front's token (or a random id), which must
+    never leave the front: the kernel runs for whoever runs the front."""
+    if auth_mode == "user":
+        return lambda user: user.username
+    owner = getpass.getuser()
+    return lambda user: user.name or owner

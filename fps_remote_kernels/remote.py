@@ -16,6 +16,7 @@ import structlog
 from .cache import CoalescingCache
 from .client import RemoteClient
 from .errors import RemoteKernelsError, bad_gateway, not_found
+from .kinds import Kind
 
 logger = structlog.get_logger()
 
@@ -28,11 +29,17 @@ _SESSION_FIELDS = ("id", "path", "name", "type", "kernel")
 class RemoteKernels:
     def __init__(self, client: RemoteClient, kernelspecs_cache_ttl: float) -> None:
         self.client = client
+        self.name = client.remote.name
         self._kernelspecs: CoalescingCache[dict[str, Any]] = CoalescingCache(
             kernelspecs_cache_ttl
         )
-        # None until we know whether the remote has POST /api/kernels (Jupyverse has not).
-        self._has_post_kernels: bool | None = None
+
+    async def kind(self) -> Kind:
+        return await self.client.ensure_kind()
+
+    @property
+    def kind_name(self) -> str:
+        return self.client.kind.name if self.client.kind is not None else "auto"
 
     @property
     def start_timeout(self) -> float:
@@ -63,25 +70,14 @@ class RemoteKernels:
             raise self.client.error_from(response)
         return response.content, response.headers.get("content-type")
 
-    async def check_kernel_name(self, name: str | None) -> str:
-        """The spec name to start (default if None); 501 if the remote lacks it, as
-        jupyter_server answers for a missing kernelspec."""
-        specs = await self.kernelspecs()
-        if name is None:
-            name = specs.get("default")
-        if not isinstance(name, str) or name not in specs["kernelspecs"]:
-            raise RemoteKernelsError(
-                501,
-                f"The '{name}' kernel is not available on the remote kernel server. "
-                "Please pick another suitable kernel instead.",
-                "Not Implemented",
-            )
-        return name
-
     # ---------------------------------------------------------------- kernels
 
-    async def kernels(self) -> list[dict[str, Any]]:
-        kernels = await self.client.get_json("api/kernels")
+    async def kernels(self) -> list[dict[str, Any]] | None:
+        """The remote's kernels; None if it does not list them (a gateway, by default)."""
+        response = await self.client.request("GET", "api/kernels")
+        if response.status_code == 403 and not (await self.kind()).remote_sessions:
+            return None
+        kernels = self.client.json_of(response)
         if not isinstance(kernels, list):
             raise bad_gateway(self.client.name, "kernels answer is not a list")
         return kernels
@@ -90,19 +86,21 @@ class RemoteKernels:
         model = await self.client.get_json(_kernel_path(kernel_id))
         return _kernel_or_404(model, kernel_id)
 
-    async def start_kernel(self, name: str | None, path: str | None) -> dict[str, Any]:
-        name = await self.check_kernel_name(name)
-        if self._has_post_kernels is not False:
-            response = await self.client.request(
-                "POST", "api/kernels", json={"name": name, "path": path or ""},
-                timeout=self.start_timeout,
-            )
-            if response.status_code != 405:
-                self._has_post_kernels = True
-                return _kernel_or_404(
-                    self.client.json_of(response, expected=(200, 201)), "new kernel"
-                )
-            self._has_post_kernels = False
+    async def start_kernel(self, name: str, path: str | None, env: dict[str, str]
+                           ) -> dict[str, Any]:
+        kind = await self.kind()
+        if kind.post_kernels:
+            body: dict[str, Any] = {"name": name}
+            if path:
+                body["path"] = path
+            if kind.kernel_env:
+                if kind.launch_timeout_env:
+                    env = {"KERNEL_LAUNCH_TIMEOUT": str(int(self.start_timeout)), **env}
+                body["env"] = env
+            response = await self.client.request("POST", "api/kernels", json=body,
+                                                 timeout=self.start_timeout)
+            return _kernel_or_404(self.client.json_of(response, expected=(200, 201)),
+                                  "new kernel")
         # A Jupyverse remote starts kernels only for sessions: start one through a session
         # that the front hides. Its path's parent is the kernel's working directory.
         marker = f".remote-kernel-{uuid.uuid4()}"
