@@ -1,6 +1,6 @@
 """The Jupyverse kernels router, every route served from the remote.
 
-Each route validates what the client sent, delegates to `RemoteKernels`, and answers with
+Each route validates what the client sent, delegates to `KernelService`, and answers with
 jupyter_server's status codes (which JupyterLab checks).
 """
 
@@ -12,10 +12,11 @@ import re
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
+import anyio
 import structlog
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from jupyverse_api import App
 from jupyverse_auth import Auth, User
@@ -23,7 +24,7 @@ from jupyverse_kernels import Kernels
 
 from .bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
 from .errors import RemoteKernelsError, bad_request, not_found
-from .remote import RemoteKernels
+from .service import KernelService, check_env
 
 logger = structlog.get_logger()
 
@@ -33,8 +34,9 @@ R = TypeVar("R")
 # Kernel and session ids are UUIDs on every Jupyter server; anything else is refused here,
 # so it never reaches an unintended remote URL.
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# Kernelspec and resource names: what jupyter_client allows in a kernel name, no dot-files.
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
+# Kernelspec and resource names: what jupyter_client allows in a kernel name, no dot-files;
+# `:` separates a remote's name from a kernelspec's (gpu:python3).
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,254}$")
 # The largest JSON body a kernels/sessions request needs.
 _MAX_BODY_BYTES = 1024 * 1024
 
@@ -70,13 +72,19 @@ def _name(value: str, what: str) -> str:
     return value
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, allowed_origins: list[str]) -> dict[str, Any]:
     """The request's JSON object body, or a 4xx that says what is wrong with it."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    # A cross-site form can post text/plain; only JSON is accepted on mutating routes.
-    if content_type != "application/json":
+    # JupyterLab (@jupyterlab/services) posts JSON strings with fetch(), which labels them
+    # text/plain;charset=UTF-8; jupyter_server does not check the type. A cross-site form can
+    # post text/plain too, but a browser sends Origin with it: it must be the front's own.
+    if content_type not in ("application/json", "text/plain"):
         raise RemoteKernelsError(415, "Content-Type must be application/json",
                                  "Unsupported Media Type")
+    if content_type == "text/plain" and not origin_allowed(cast(WebSocket, request),
+                                                           allowed_origins):
+        raise RemoteKernelsError(403, "Cross-origin request refused (Origin "
+                                 f"{request.headers.get('origin')!r} is not allowed)", "Forbidden")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -100,11 +108,11 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _kernel_request(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The (name, id) of the `kernel` field of a session request."""
+def _kernel_request(body: dict[str, Any]) -> tuple[str | None, str | None, dict[str, str]]:
+    """The (name, id, env) of the `kernel` field of a session request."""
     kernel = body.get("kernel")
     if kernel is None:
-        return None, None
+        return None, None, {}
     if not isinstance(kernel, dict):
         raise bad_request("Field 'kernel' must be an object")
     name = _optional_str(kernel, "name")
@@ -113,7 +121,7 @@ def _kernel_request(body: dict[str, Any]) -> tuple[str | None, str | None]:
         _name(name, "Kernel spec")
     if kernel_id is not None:
         kernel_id = _kernel_id(kernel_id)
-    return name, kernel_id
+    return name, kernel_id, check_env(kernel.get("env"))
 
 
 class _RemoteKernels(Kernels):
@@ -121,14 +129,18 @@ class _RemoteKernels(Kernels):
         self,
         app: App,
         auth: Auth,
-        remote: RemoteKernels,
+        service: KernelService,
         base_url: str,
         allowed_origins: list[str],
+        kernel_username: Callable[[User], str],
+        shutdown_kernels_on_stop: bool = False,
     ) -> None:
         self._auth = auth
-        self.remote = remote
+        self.service = service
         self.base_url = base_url
         self.allowed_origins = allowed_origins
+        self.kernel_username = kernel_username
+        self.shutdown_kernels_on_stop = shutdown_kernels_on_stop
         self._app_ref = app
         self._bridges: set[KernelChannelsBridge] = set()
         super().__init__(app=app, auth=auth)
@@ -160,9 +172,12 @@ class _RemoteKernels(Kernels):
 
     async def stop(self) -> None:
         """End every open kernel WebSocket: remote kernels keep running (they belong to the
-        remote), clients get 1001 and reconnect to the next front."""
+        remote) unless configured otherwise; clients get 1001 and reconnect later."""
         for bridge in list(self._bridges):
             bridge.shutdown()
+        if self.shutdown_kernels_on_stop:
+            with anyio.move_on_after(10, shield=True):
+                await self.service.shutdown_started_kernels()
 
     async def watch_connection_files(self, path: Path) -> None:
         return None  # kernels live on the remote: no local connection files
@@ -170,43 +185,38 @@ class _RemoteKernels(Kernels):
     # ---------------------------------------------------------------- status
 
     async def get_status(self, user: User):
-        status: dict[str, Any] = {
+        remotes = await self.service.status()
+        counts = [r["kernels"] for r in remotes if isinstance(r["kernels"], int)]
+        return {
             "started": _iso(self._app_ref.started_time),
             "last_activity": _iso(self._app_ref.last_activity),
             "connections": len(self._bridges),
-            "kernels": None,
-            "remote": {"url": self.remote.client.name, "reachable": False, "message": None},
+            "kernels": sum(counts) if counts else None,
+            "remote": remotes[0],  # the first (or only) remote
+            "remotes": remotes,
         }
-        try:
-            remote_status = await self.remote.status()
-        except RemoteKernelsError as e:
-            status["remote"]["message"] = e.message
-        else:
-            status["remote"]["reachable"] = True
-            if isinstance(remote_status, dict):
-                status["kernels"] = remote_status.get("kernels")
-        return status
 
     # ---------------------------------------------------------------- kernelspecs
 
     @answers_errors
     async def get_kernelspecs(self, user: User):
-        specs = await self.remote.kernelspecs()
+        specs = await self.service.kernelspecs()
         return {
-            "default": specs.get("default"),
+            "default": specs["default"],
             "kernelspecs": {
-                name: self._kernelspec_for_front(name, spec)
+                name: self._kernelspec_for_front(spec)
                 for name, spec in specs["kernelspecs"].items()
-                if isinstance(spec, dict) and _NAME.match(name)
+                if _NAME.match(name)
             },
         }
 
     @answers_errors
     async def get_kernelspec_model(self, kernel_name: str, user: User):
         name = _name(kernel_name, "Kernel spec")
-        return self._kernelspec_for_front(name, await self.remote.kernelspec(name))
+        return self._kernelspec_for_front(await self.service.kernelspec(name))
 
-    def _kernelspec_for_front(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def _kernelspec_for_front(self, spec: dict[str, Any]) -> dict[str, Any]:
+        name = spec["front_name"]
         # The remote's resource URLs point at the remote; the browser can only reach the front.
         resources = spec.get("resources") or {}
         rewritten = {
@@ -214,13 +224,18 @@ class _RemoteKernels(Kernels):
             for key, url in resources.items()
             if isinstance(url, str) and _NAME.match(url.rsplit("/", 1)[-1])
         }
-        return {"name": name, "spec": spec.get("spec"), "resources": rewritten}
+        kernel_spec = spec.get("spec")
+        if isinstance(kernel_spec, dict) and spec["display_suffix"]:
+            # With several remotes, users see where a kernel runs.
+            display_name = f"{kernel_spec.get('display_name') or name}{spec['display_suffix']}"
+            kernel_spec = {**kernel_spec, "display_name": display_name}
+        return {"name": name, "spec": kernel_spec, "resources": rewritten}
 
     @answers_errors
     async def get_kernelspec(self, kernel_name, file_name, user: User):
         name = _name(kernel_name, "Kernel spec")
         file = _name(file_name, "Kernel spec resource")
-        content, content_type = await self.remote.kernelspec_file(name, file)
+        content, content_type = await self.service.kernelspec_file(name, file)
         headers = {"Cache-Control": "max-age=3600"}
         return Response(content, media_type=content_type or "application/octet-stream",
                         headers=headers)
@@ -229,36 +244,37 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def get_kernels(self, user: User):
-        return await self.remote.kernels()
+        return await self.service.kernels()
 
     @answers_errors
     async def start_kernel(self, request: Request, user: User):
-        body = await _json_object(request)
+        body = await _json_object(request, self.allowed_origins)
         name = _optional_str(body, "name")
         if name is not None:
             _name(name, "Kernel spec")
-        kernel = await self.remote.start_kernel(name, _optional_str(body, "path"))
-        logger.info("Kernel started on the remote", kernel_id=kernel["id"])
+        env = check_env(body.get("env"))
+        kernel = await self.service.start_kernel(name, _optional_str(body, "path"), env,
+                                                 self.kernel_username(user))
         return JSONResponse(kernel, status_code=201,
                             headers={"Location": f"{self.base_url}api/kernels/{kernel['id']}"})
 
     @answers_errors
     async def get_kernel(self, kernel_id, user: User):
-        return await self.remote.kernel(_kernel_id(kernel_id))
+        return await self.service.kernel(_kernel_id(kernel_id))
 
     @answers_errors
     async def shutdown_kernel(self, kernel_id, user: User):
-        await self.remote.shutdown_kernel(_kernel_id(kernel_id))
+        await self.service.shutdown_kernel(_kernel_id(kernel_id))
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     @answers_errors
     async def interrupt_kernel(self, kernel_id, user: User):
-        await self.remote.interrupt_kernel(_kernel_id(kernel_id))
+        await self.service.interrupt_kernel(_kernel_id(kernel_id))
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     @answers_errors
     async def restart_kernel(self, kernel_id, user: User):
-        return await self.remote.restart_kernel(_kernel_id(kernel_id))
+        return await self.service.restart_kernel(_kernel_id(kernel_id))
 
     @answers_errors
     async def execute_cell(self, request: Request, kernel_id, user: User):
@@ -271,15 +287,15 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def get_sessions(self, user: User):
-        return await self.remote.sessions()
+        return await self.service.sessions()
 
     @answers_errors
     async def get_session(self, session_id: str, user: User):
-        return await self.remote.session(_session_id(session_id))
+        return await self.service.session(_session_id(session_id))
 
     @answers_errors
     async def create_session(self, request: Request, user: User):
-        body = await _json_object(request)
+        body = await _json_object(request, self.allowed_origins)
         path = _optional_str(body, "path")
         if path is None:
             raise bad_request("Missing field in JSON data: path")
@@ -287,24 +303,11 @@ class _RemoteKernels(Kernels):
         if session_type is None:
             raise bad_request("Missing field in JSON data: type")
         name = _optional_str(body, "name") or ""
-        kernel_name, kernel_id = _kernel_request(body)
-        # As jupyter_server does: a session that exists for this path is returned as is.
-        for session in await self.remote.sessions():
-            if session.get("path") == path:
-                return self._created_session(session)
-        if kernel_id is not None:
-            kernel = await self.remote.kernel(kernel_id)
-            kernel_field: dict[str, Any] = {"id": kernel_id, "name": kernel.get("name")}
-        else:
-            kernel_field = {"name": await self.remote.check_kernel_name(kernel_name)}
-        session = await self.remote.create_session(
-            {"path": path, "name": name, "type": session_type, "kernel": kernel_field}
-        )
-        logger.info("Session created on the remote", session_id=session["id"],
+        kernel_name, kernel_id, env = _kernel_request(body)
+        session = await self.service.create_session(
+            path, name, session_type, kernel_name, kernel_id, env, self.kernel_username(user))
+        logger.info("Session created", session_id=session["id"],
                     kernel_id=session["kernel"].get("id"))
-        return self._created_session(session)
-
-    def _created_session(self, session: dict[str, Any]) -> JSONResponse:
         return JSONResponse(session, status_code=201,
                             headers={"Location": f"{self.base_url}api/sessions/{session['id']}"})
 
@@ -312,7 +315,7 @@ class _RemoteKernels(Kernels):
     async def rename_session(self, request: Request, user: User):
         # The ABC's PATCH route passes no path id: take it from the URL, as jupyter_server does.
         session_id = _session_id(request.path_params.get("session_id", ""))
-        body = await _json_object(request)
+        body = await _json_object(request, self.allowed_origins)
         if body.get("id", session_id) != session_id:
             raise bad_request("Session id in the body does not match the URL")
         changes: dict[str, Any] = {}
@@ -320,18 +323,15 @@ class _RemoteKernels(Kernels):
             value = _optional_str(body, key)
             if value is not None:
                 changes[key] = value
+        kernel_name, kernel_id, env = _kernel_request(body)
         if "kernel" in body:
-            kernel_name, kernel_id = _kernel_request(body)
-            if kernel_id is not None:
-                await self.remote.kernel(kernel_id)
-                changes["kernel"] = {"id": kernel_id}
-            else:
-                changes["kernel"] = {"name": await self.remote.check_kernel_name(kernel_name)}
-        return await self.remote.update_session(session_id, changes)
+            changes["kernel"] = True
+        return await self.service.update_session(session_id, changes, kernel_name, kernel_id,
+                                                 env, self.kernel_username(user))
 
     @answers_errors
     async def delete_session(self, session_id: str, user: User):
-        await self.remote.delete_session(_session_id(session_id))
+        await self.service.delete_session(_session_id(session_id))
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     # ---------------------------------------------------------------- WebSocket
@@ -346,13 +346,11 @@ class _RemoteKernels(Kernels):
             kernel_id = _kernel_id(kernel_id)
             if not session_id or len(session_id) > 256:
                 raise bad_request("session_id query parameter missing or too long")
-            # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing:
-            # answer 404 as jupyter_server does, so clients stop instead of waiting.
-            await self.remote.kernel(kernel_id)
+            client = await self.service.client_for(kernel_id)
         except RemoteKernelsError as e:
             await deny(websocket, e)
             return
-        bridge = KernelChannelsBridge(websocket, self.remote.client, kernel_id, session_id)
+        bridge = KernelChannelsBridge(websocket, client, kernel_id, session_id)
         self._bridges.add(bridge)
         try:
             await bridge.run()
