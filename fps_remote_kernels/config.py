@@ -214,6 +214,14 @@ class RemoteKernelsConfig(RemoteConfig):
             'e.g. ["KERNEL_NAMESPACE"]. The rest of the environment is never sent.'
         ),
     )
+    kernel_username: str | None = Field(
+        default=None,
+        description=(
+            "KERNEL_USERNAME sent on kernel start when the front's auth mode has no named users "
+            "(token, noauth). Default: the operating-system user running the front. In `user` "
+            "mode the authenticated user's name is sent."
+        ),
+    )
     sessions_db: str | None = Field(
         default=None,
         description=(

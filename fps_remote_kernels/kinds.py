@@ -29,12 +29,14 @@ class Kind:
     kernel_env: bool
     # Told how long the front waits for a kernel start, as KERNEL_LAUNCH_TIMEOUT.
     launch_timeout_env: bool
+    # A cheap authenticated GET that tells whether the remote is up.
+    status_path: str = "api/status"
 
 
 JUPYVERSE = Kind("jupyverse", True, (401, 403), False, True, False, False)
 JUPYTER_SERVER = Kind("jupyter_server", False, (401, 403), True, True, True, False)
-KERNEL_GATEWAY = Kind("kernel_gateway", False, (401,), True, False, True, False)
-ENTERPRISE_GATEWAY = Kind("enterprise_gateway", False, (401,), True, False, True, True)
+KERNEL_GATEWAY = Kind("kernel_gateway", False, (401,), True, False, True, False, "api")
+ENTERPRISE_GATEWAY = Kind("enterprise_gateway", False, (401,), True, False, True, True, "api")
 
 KINDS = {kind.name: kind for kind in (JUPYVERSE, JUPYTER_SERVER, KERNEL_GATEWAY,
                                       ENTERPRISE_GATEWAY)}

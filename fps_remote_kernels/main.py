@@ -56,7 +56,7 @@ class RemoteKernelsModule(Module):
             service,
             frontend_config.base_url,
             self._allowed_origins(),
-            kernel_username_of(getattr(auth_config, "mode", "token")),
+            kernel_username_of(getattr(auth_config, "mode", "token"), self.config.kernel_username),
             self.config.shutdown_kernels_on_stop,
         )
         self.put(self.kernels, Kernels, teardown_callback=self.kernels.stop)
@@ -84,11 +84,11 @@ class RemoteKernelsModule(Module):
         return list(getattr(jupyverse_config, "allow_origins", None) or [])
 
 
-def kernel_username_of(auth_mode: str) -> Callable[[User], str]:
+def kernel_username_of(auth_mode: str, configured: str | None) -> Callable[[User], str]:
     """KERNEL_USERNAME for a front user. In `user` mode it is the user's name; in token and
     noauth modes the single user's `username` is the front's token (or a random id), which must
     never leave the front: the kernel runs for whoever runs the front."""
     if auth_mode == "user":
         return lambda user: user.username
-    owner = getpass.getuser()
-    return lambda user: user.name or owner
+    owner = configured or getpass.getuser()
+    return lambda user: owner

@@ -176,7 +176,9 @@ class RemoteKernels:
     # ---------------------------------------------------------------- status
 
     async def status(self) -> dict[str, Any]:
-        return await self.client.get_json("api/status", timeout=self.client.config.connect_timeout)
+        kind = await self.kind()
+        return await self.client.get_json(kind.status_path,
+                                          timeout=self.client.config.connect_timeout)
 
 
 def _kernel_path(kernel_id: str, action: str | None = None) -> str:
