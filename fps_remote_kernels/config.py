@@ -16,16 +16,9 @@ _REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class RemoteConfig(Config):
-    """One remote kernel server: where it is and how to reach it."""
+class _RemoteConnection(Config):
+    """Where a remote kernel server is and how to reach it."""
 
-    name: str = Field(
-        default="remote",
-        description=(
-            "Short name of the remote, shown in kernel display names and used to prefix "
-            "clashing kernelspec names (e.g. gpu:python3) when there are several remotes."
-        ),
-    )
     url: str | None = Field(
         default=None,
         description=(
@@ -87,13 +80,6 @@ class RemoteConfig(Config):
             'patterns, as a JSON list, e.g. ["python3", "gpu-*"].'
         ),
     )
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _REMOTE_NAME.match(value):
-            raise ValueError("must be 1-32 letters, digits, '-' or '_'")
-        return value
 
     @field_validator("url")
     @classmethod
@@ -162,9 +148,34 @@ class RemoteConfig(Config):
         return "ws" + self.url[len("http") :]
 
 
-class RemoteKernelsConfig(RemoteConfig):
+_NAME_DESCRIPTION = (
+    "Short name of the remote, shown in kernel display names and used to prefix clashing "
+    "kernelspec names (e.g. gpu:python3) when there are several remotes."
+)
+
+
+def _check_remote_name(value: str) -> str:
+    if not _REMOTE_NAME.match(value):
+        raise ValueError("must be 1-32 letters, digits, '-' or '_'")
+    return value
+
+
+class RemoteConfig(_RemoteConnection):
+    """One entry of `remotes`."""
+
+    name: str = Field(description=_NAME_DESCRIPTION)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _check_remote_name(value)
+
+
+class RemoteKernelsConfig(_RemoteConnection):
     """The plugin's options: one remote given inline (url, token, ...) and/or `remotes`."""
 
+    # Not `name`: fps passes the module's own name as `name`.
+    remote_name: str = Field(default="remote", description=_NAME_DESCRIPTION)
     remotes: list[RemoteConfig] = Field(
         default_factory=list,
         description=(
@@ -256,6 +267,11 @@ class RemoteKernelsConfig(RemoteConfig):
             raise ValueError("must be zero or a positive number of seconds")
         return value
 
+    @field_validator("remote_name")
+    @classmethod
+    def _check_remote_name(cls, value: str) -> str:
+        return _check_remote_name(value)
+
     @field_validator("remotes", mode="before")
     @classmethod
     def _parse_remotes(cls, value: Any) -> Any:
@@ -284,8 +300,9 @@ class RemoteKernelsConfig(RemoteConfig):
         """Every configured remote; the inline `url` (if any) comes first."""
         inline = []
         if self.url is not None:
-            fields = set(RemoteConfig.model_fields)
-            inline = [RemoteConfig(**{k: v for k, v in self.__dict__.items() if k in fields})]
+            fields = set(_RemoteConnection.model_fields)
+            inline = [RemoteConfig(name=self.remote_name,
+                                   **{k: v for k, v in self.__dict__.items() if k in fields})]
         return [*inline, *self.remotes]
 
 
