@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import structlog
 
 from .cache import CoalescingCache
@@ -121,13 +122,20 @@ class RemoteKernels:
         response = await self.client.request("POST", _kernel_path(kernel_id, "interrupt"))
         if response.status_code == 204:
             return
+        await self._404_if_gone(response, kernel_id)
         _kernel_or_404(self.client.json_of(response), kernel_id)
 
     async def restart_kernel(self, kernel_id: str) -> dict[str, Any]:
         response = await self.client.request(
             "POST", _kernel_path(kernel_id, "restart"), timeout=self.start_timeout
         )
+        await self._404_if_gone(response, kernel_id)
         return _kernel_or_404(self.client.json_of(response), kernel_id)
+
+    async def _404_if_gone(self, response: httpx.Response, kernel_id: str) -> None:
+        # jupyter_server answers 500 to actions on an unknown kernel: say 404 if it is gone.
+        if response.status_code >= 500:
+            await self.kernel(kernel_id)
 
     # ---------------------------------------------------------------- sessions
 
