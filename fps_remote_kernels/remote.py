@@ -57,12 +57,6 @@ class RemoteKernels:
             raise bad_gateway(self.client.name, "kernelspecs answer is not a kernelspecs model")
         return specs
 
-    async def kernelspec(self, name: str) -> dict[str, Any]:
-        spec = (await self.kernelspecs())["kernelspecs"].get(name)
-        if not isinstance(spec, dict):
-            raise not_found(f"Kernel spec {name}")
-        return spec
-
     async def kernelspec_file(self, name: str, file_name: str) -> tuple[bytes, str | None]:
         response = await self.client.request(
             "GET", f"kernelspecs/{quote(name, safe='')}/{quote(file_name, safe='')}"
