@@ -1,4 +1,5 @@
-"""Start Jupyverse servers as the demo, the tests and the benchmarks need them.
+"""Start Jupyverse servers as the demo, the tests and the benchmarks need them, and the other
+kinds of remote kernel server: jupyter_server, Kernel Gateway, Enterprise Gateway.
 
 Each server gets a free port, its own auth directory (servers sharing one overwrite each
 other's token) and its own process group, so that stopping it also ends the kernels it started.
@@ -43,7 +44,19 @@ def disabled_except(wanted: set[str]) -> list[str]:
 
 
 class _EarlyExit(Exception):
-    pass
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log  # what the server wrote since it was started
+
+
+# The kinds of remote, as `remote_kernels.kind` names them.
+KINDS = ("jupyverse", "jupyter_server", "kernel_gateway", "enterprise_gateway")
+# Enterprise Gateway pins old jupyter_server/jupyter_client: it lives in its own virtualenv,
+# made by scripts/setup.sh next to the main one.
+EG_VENV = Path(__file__).resolve().parents[1] / ".venv-eg"
+# Variables by which Jupyter applications configure themselves (JUPYTER_GATEWAY_URL would turn a
+# jupyter_server into a gateway client; KG_* / EG_* set gateway options): not inherited.
+_CONFIGURING_ENV = ("JUPYTER_", "KG_", "EG_", "JPY_")
 
 
 @dataclass
@@ -57,6 +70,16 @@ class Server:
     # Run `fps --config FILE` instead of the `jupyverse` CLI.
     config_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    # One of KINDS. The other kinds take `Authorization: token <token>` and run `command_override`
+    # (the whole command line but the port, added as `--port=N`).
+    kind: str = "jupyverse"
+    command_override: list[str] | None = None
+    # What answers once the server is up: with the token, 200 for the other kinds; any answer
+    # for Jupyverse.
+    ready_path: str = "api/status"
+    # The port came from free_port(): if another process took it first, pick another one.
+    any_port: bool = False
+    _log_start: int = field(default=0, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -66,7 +89,14 @@ class Server:
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers that authenticate a request (Jupyverse reads only `?token=` and its cookie)."""
+        return {} if self.kind == "jupyverse" else {"Authorization": f"token {self.token}"}
+
     def command(self) -> list[str]:
+        if self.command_override is not None:
+            return [*self.command_override, f"--port={self.port}", *self.args]
         bin_dir = Path(sys.executable).parent
         if self.config_file is not None:
             cli = [str(bin_dir / "fps"), "--config", str(self.config_file),
@@ -93,22 +123,46 @@ class Server:
                 self.wait_ready(timeout)
                 return self
             except _EarlyExit as e:
+                if attempt < 2 and self.any_port and "already in use" in e.log:
+                    self.port = free_port()
+                    continue
                 if attempt == 2 or "timed out while" not in str(e):
                     raise RuntimeError(str(e)) from None
         raise AssertionError("unreachable")
 
+    def _environment(self) -> dict[str, str]:
+        if self.kind == "jupyverse":
+            return {**os.environ, **self.env}
+        # Its own Jupyter config, data and runtime directories: no user config, no user
+        # kernelspecs, connection files under the workdir.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_CONFIGURING_ENV)}
+        for name in ("config", "data", "runtime"):
+            path = self.workdir / f"{self.name}-{name}"
+            path.mkdir(parents=True, exist_ok=True)
+            env[f"JUPYTER_{name.upper()}_DIR"] = str(path)
+        return {**env, **self.env}
+
     def _spawn(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command(),
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env=self._environment(),
             start_new_session=True,  # its own process group: ending it ends its kernels
         )
         log.close()
+
+    def _log_since_spawn(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -117,10 +171,14 @@ class Server:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.stop()
-                raise _EarlyExit(f"{self.name} exited with {code}:\n{self.log_tail()}")
+                raise _EarlyExit(f"{self.name} exited with {code}:\n{self.log_tail()}",
+                                 self._log_since_spawn())
             try:
-                httpx.get(f"{self.url}api/status", timeout=1)
-                return
+                response = httpx.get(f"{self.url}{self.ready_path}", headers=self.headers,
+                                     timeout=1)
+                if self.kind == "jupyverse" or response.status_code == 200:
+                    return
+                time.sleep(0.1)
             except httpx.TransportError:
                 time.sleep(0.1)
         self.stop()
@@ -136,11 +194,14 @@ class Server:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
+        # jupyter_client and Enterprise Gateway start each kernel in a session of its own,
+        # outside the server's group: note them now, end those the server leaves behind.
+        descendants = _descendants(process.pid)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(process.pid, sig)
             except ProcessLookupError:
-                return
+                break
             try:
                 process.wait(timeout)
                 break
@@ -151,6 +212,45 @@ class Server:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid, started in descendants.items():
+            if _start_time(pid) == started:  # the same process, not a reused pid
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes below `pid`, each with its start time (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    try:
+        entries = [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return {}
+    for entry in entries:
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        started[int(entry.name)] = fields[19]
+    found: dict[int, str] = {}
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found[child] = started[child]
+                stack.append(child)
+    return found
 
 
 def remote_server(workdir: Path, port: int | None = None, extra: list[str] | None = None
@@ -162,6 +262,119 @@ def remote_server(workdir: Path, port: int | None = None, extra: list[str] | Non
         token=secrets.token_hex(16),
         workdir=workdir,
         args=[*disabled_except(REMOTE_PLUGINS), *(extra or [])],
+    )
+
+
+def jupyter_server_remote(workdir: Path, *, port: int | None = None,
+                          extra: list[str] | None = None) -> Server:
+    """A jupyter_server (from the main virtualenv) serving its kernels, kernelspecs, sessions.
+
+    Token auth, no browser, no terminals, no iopub rate limit (it cuts large outputs), files
+    under `workdir`, loopback only.
+    """
+    token = secrets.token_hex(16)
+    return Server(
+        name="jupyter-server",
+        kind="jupyter_server",
+        port=port or free_port(),
+        any_port=port is None,
+        token=token,
+        workdir=workdir,
+        args=list(extra or []),
+        command_override=[
+            sys.executable, "-m", "jupyter_server",
+            f"--IdentityProvider.token={token}",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.open_browser=False",
+            "--ServerApp.allow_root=True",  # CI runs as root
+            "--ServerApp.allow_remote_access=False",
+            "--ServerApp.terminals_enabled=False",
+            f"--ServerApp.root_dir={workdir}",
+            "--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",
+            "--ZMQChannelsWebsocketConnection.iopub_msg_rate_limit=0",
+        ],
+        ready_path="api/kernelspecs",
+    )
+
+
+def kernel_gateway_remote(workdir: Path, list_kernels: bool = False, *,
+                          port: int | None = None, env_whitelist: list[str] | None = None,
+                          extra: list[str] | None = None) -> Server:
+    """A Jupyter Kernel Gateway (jupyter-websocket mode, from the main virtualenv).
+
+    `list_kernels`: allow GET /api/kernels and /api/sessions (403 otherwise). `env_whitelist`:
+    variables of a POST /api/kernels `env` that reach the kernel besides `KERNEL_*`.
+    """
+    token = secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "kernel_gateway",
+        f"--KernelGatewayApp.auth_token={token}",
+        "--KernelGatewayApp.ip=127.0.0.1",
+        "--KernelGatewayApp.port_retries=0",
+        f"--JupyterWebsocketPersonality.list_kernels={list_kernels}",
+        # Its default iopub data rate limit (1 MB/s) drops large outputs, proxy or not.
+        "--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",
+        "--ZMQChannelsWebsocketConnection.iopub_msg_rate_limit=0",
+    ]
+    if env_whitelist:
+        command.append(f"--JupyterWebsocketPersonality.env_whitelist={env_whitelist!r}")
+    return Server(
+        name="kernel-gateway",
+        kind="kernel_gateway",
+        port=port or free_port(),
+        any_port=port is None,
+        token=token,
+        workdir=workdir,
+        args=list(extra or []),
+        command_override=command,
+        ready_path="api/kernelspecs",
+    )
+
+
+def enterprise_gateway_remote(workdir: Path, list_kernels: bool = False, *,
+                              port: int | None = None, client_envs: list[str] | None = None,
+                              unauthorized_users: list[str] | None = None,
+                              venv: Path | None = None, extra: list[str] | None = None
+                              ) -> Server:
+    """A Jupyter Enterprise Gateway with local kernels (its default LocalProcessProxy).
+
+    It runs from its own virtualenv (`venv`, default `.venv-eg/` made by scripts/setup.sh), whose
+    ipykernel its kernelspec `python3` starts. `list_kernels` as for Kernel Gateway;
+    `client_envs`: variables of a POST /api/kernels `env` that reach the kernel besides
+    `KERNEL_*`. `unauthorized_users`: KERNEL_USERNAME values it refuses with 403 (its own default
+    is `root`, which would refuse every start without KERNEL_USERNAME here: none by default).
+    """
+    venv = venv or EG_VENV
+    python = venv / "bin" / "python"
+    if not python.exists():
+        raise FileNotFoundError(f"{python} not found: run scripts/setup.sh")
+    token = secrets.token_hex(16)
+    command = [
+        str(python), "-m", "enterprise_gateway",
+        f"--EnterpriseGatewayApp.auth_token={token}",
+        "--EnterpriseGatewayApp.ip=127.0.0.1",
+        "--EnterpriseGatewayApp.port_retries=0",
+        f"--EnterpriseGatewayApp.list_kernels={list_kernels}",
+        # By default it refuses kernels whose KERNEL_USERNAME (default: the user it runs as)
+        # is root, with 403; tests and CI run as root.
+        f"--EnterpriseGatewayApp.unauthorized_users={sorted(unauthorized_users or [])!r}",
+        # Its default iopub data rate limit (1 MB/s) drops large outputs, proxy or not.
+        "--ZMQChannelsHandler.iopub_data_rate_limit=0",
+        "--ZMQChannelsHandler.iopub_msg_rate_limit=0",
+    ]
+    if client_envs:
+        command.append(f"--EnterpriseGatewayApp.client_envs={client_envs!r}")
+    return Server(
+        name="enterprise-gateway",
+        kind="enterprise_gateway",
+        port=port or free_port(),
+        any_port=port is None,
+        token=token,
+        workdir=workdir,
+        args=list(extra or []),
+        command_override=command,
+        ready_path="api/kernelspecs",
     )
 
 

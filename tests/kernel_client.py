@@ -106,11 +106,16 @@ class KernelConnection:
 
     @classmethod
     async def open(cls, ws_url: str, *, cookie: str | None = None, protocol: str | None = V1,
-                   session: str | None = None, **kwargs: Any) -> KernelConnection:
+                   session: str | None = None, additional_headers: dict[str, str] | None = None,
+                   **kwargs: Any) -> KernelConnection:
+        """`additional_headers`, e.g. `Authorization`, go with the cookie; `ws_url` may already
+        carry a query (`?token=`)."""
         session = session or uuid.uuid4().hex
         headers = {"Cookie": cookie} if cookie else {}
+        headers.update(additional_headers or {})
+        separator = "&" if "?" in ws_url else "?"
         ws = await websockets.connect(
-            f"{ws_url}?session_id={session}",
+            f"{ws_url}{separator}session_id={session}",
             subprotocols=[websockets.Subprotocol(protocol)] if protocol else None,
             additional_headers=headers,
             max_size=None,
