@@ -11,6 +11,22 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 
+# Browser tests drive Debian's Chromium: a test tool's own browser download does not work on
+# these machines, so `playwright install` is never run.
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+fi
+
+# The Node client tests (@jupyterlab/services). `npm ci` installs exactly the committed lock
+# file; it reruns only when that file changed since the last install.
+if [ ! -f tests/node/node_modules/.installed-lock.json ] \
+   || ! cmp -s tests/node/package-lock.json tests/node/node_modules/.installed-lock.json; then
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  cp tests/node/package-lock.json tests/node/node_modules/.installed-lock.json
+fi
+
 # Enterprise Gateway 3.3 pins jupyter_server<2, jupyter_client<7 and pyzmq<25: it gets its own
 # virtualenv, with the ipykernel its local kernels run (jupyter_client 6 starts the `python` of
 # the python3 kernelspec as this virtualenv's python). Reinstalled only when the list changes.
