@@ -359,9 +359,6 @@ def enterprise_gateway_remote(workdir: Path, list_kernels: bool = False, *,
         # By default it refuses kernels whose KERNEL_USERNAME (default: the user it runs as)
         # is root, with 403; tests and CI run as root.
         f"--EnterpriseGatewayApp.unauthorized_users={sorted(unauthorized_users or [])!r}",
-        # Its default iopub data rate limit (1 MB/s) drops large outputs, proxy or not.
-        "--ZMQChannelsHandler.iopub_data_rate_limit=0",
-        "--ZMQChannelsHandler.iopub_msg_rate_limit=0",
     ]
     if client_envs:
         command.append(f"--EnterpriseGatewayApp.client_envs={client_envs!r}")
@@ -392,6 +389,8 @@ def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool 
         args=[
             *disabled_except(FRONT_UI_PLUGINS if ui else FRONT_API_PLUGINS),
             "--set", f"remote_kernels.url={remote_url}",
+            # Its own store: fronts sharing one would see each other's sessions and kernels.
+            "--set", f"remote_kernels.sessions_db={workdir / 'front-sessions.sqlite'}",
             *(extra or []),
         ],
         env={"REMOTE_KERNELS_TOKEN": remote_token},

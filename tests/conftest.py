@@ -9,7 +9,25 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fps_remote_kernels.launch import Server, front_server, remote_server
+from fps_remote_kernels.launch import (
+    Server,
+    enterprise_gateway_remote,
+    front_server,
+    jupyter_server_remote,
+    kernel_gateway_remote,
+    remote_server,
+)
+
+# Every kind of remote the front supports. A test module runs against all of them with
+# `pytestmark = [..., ALL_KINDS]`; others get a Jupyverse remote.
+REMOTE_KINDS = {
+    "jupyverse": remote_server,
+    "jupyter_server": jupyter_server_remote,
+    "kernel_gateway": kernel_gateway_remote,
+    "enterprise_gateway": enterprise_gateway_remote,
+}
+ALL_KINDS = pytest.mark.parametrize("remote_kind", list(REMOTE_KINDS), indirect=True,
+                                    scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +37,15 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A kernels-only Jupyverse with fps-kernels and ipykernel: where kernels really run."""
-    server = remote_server(tmp_path_factory.mktemp("remote")).start()
+def remote_kind(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "jupyverse"))
+
+
+@pytest.fixture(scope="session")
+def remote(remote_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server where kernels really run: by default a kernels-only Jupyverse (fps-kernels,
+    ipykernel); jupyter_server, Kernel Gateway or Enterprise Gateway for ALL_KINDS modules."""
+    server = REMOTE_KINDS[remote_kind](tmp_path_factory.mktemp(remote_kind)).start()
     yield server
     server.stop()
 
@@ -55,10 +79,18 @@ async def api(front: Server) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def remote_api(remote: Server) -> AsyncIterator[httpx.AsyncClient]:
     """The remote's own API, to check what really happened there."""
-    client = httpx.AsyncClient(base_url=remote.url, timeout=60)
-    await client.get("/api/status", params={"token": remote.token})
+    client = httpx.AsyncClient(base_url=remote.url, timeout=60, headers=remote.headers)
+    if remote.kind == "jupyverse":
+        await client.get("/api/status", params={"token": remote.token})
     yield client
     await client.aclose()
+
+
+async def runs_on_remote(remote_api: httpx.AsyncClient, kernel_id: str) -> bool:
+    """Whether the remote runs this kernel (asked by id: gateways do not list kernels, and
+    Jupyverse answers `200 null` for an unknown one)."""
+    response = await remote_api.get(f"/api/kernels/{kernel_id}")
+    return response.status_code == 200 and response.json() is not None
 
 
 def cookie_header(client: httpx.AsyncClient) -> str:

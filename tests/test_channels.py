@@ -11,10 +11,10 @@ import websockets
 
 from fps_remote_kernels.launch import Server
 
-from .conftest import cookie_header, ws_url
+from .conftest import ALL_KINDS, cookie_header, ws_url
 from .kernel_client import V1, KernelConnection
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, ALL_KINDS]
 
 PROTOCOLS = [pytest.param(V1, id="v1"), pytest.param(None, id="legacy")]
 
