@@ -34,6 +34,9 @@ logger = structlog.get_logger()
 WS_INVALID_PAYLOAD = 1007
 WS_POLICY_VIOLATION = 1008
 WS_GOING_AWAY = 1001
+# JupyterLab (services 7.6) gives up on 1000 and 1001 and reconnects on any other code: a
+# front that stops (to restart or upgrade) says 1012 Service Restart, so clients come back.
+WS_SERVICE_RESTART = 1012
 WS_SERVER_ERROR = 1011
 _CLEANUP_SECONDS = 2.0
 
@@ -83,7 +86,7 @@ class KernelChannelsBridge:
         self._shutting_down = False
 
     def shutdown(self) -> None:
-        """End the bridge now (the front is stopping): the client gets 1001 Going Away."""
+        """End the bridge now (the front is stopping): the client gets 1012 Service Restart."""
         self._shutting_down = True
         self._scope.cancel()
 
@@ -104,7 +107,7 @@ class KernelChannelsBridge:
                     await upstream.close()
         if self._shutting_down:
             with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
-                await self._close_client(WS_GOING_AWAY, "Server shutting down")
+                await self._close_client(WS_SERVICE_RESTART, "Server shutting down")
 
     async def _relay(self, upstream: ClientConnection, wire: Wire) -> None:
         await self.websocket.accept(subprotocol=wire.client_protocol)
@@ -118,7 +121,9 @@ class KernelChannelsBridge:
 
     async def _client_to_upstream(self, upstream: ClientConnection, wire: Wire,
                                   scope: CancelScope) -> None:
-        receive = self.websocket.receive
+        # The raw ASGI callables: Starlette's WebSocket.receive/send re-check the connection
+        # state on every frame, which the bridge already knows (accepted, not yet closed).
+        receive = self.websocket._receive
         try:
             while True:
                 message = await receive()
@@ -146,7 +151,7 @@ class KernelChannelsBridge:
 
     async def _upstream_to_client(self, upstream: ClientConnection, wire: Wire,
                                   scope: CancelScope) -> None:
-        send = self.websocket.send
+        send = self.websocket._send  # raw ASGI, as in _client_to_upstream
         to_client = wire.to_client
         try:
             while True:

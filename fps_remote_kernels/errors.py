@@ -60,10 +60,23 @@ async def mapped_transport_errors(remote: str, timeout: float | None) -> AsyncIt
         raise timed_out(remote, timeout) from None
     except httpx.ConnectError as e:
         raise unreachable(remote, _describe(e)) from None
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
-        raise bad_gateway(remote, f"connection broken ({_describe(e)})") from None
+    except httpx.RemoteProtocolError as e:
+        if not _connection_lost(e):
+            raise bad_gateway(remote, f"invalid answer ({_describe(e)})") from None
+        raise unreachable(remote, f"connection lost ({_describe(e)})") from None
+    except (httpx.ReadError, httpx.WriteError) as e:
+        # A dropped connection (network cut, remote restarting) is 503, not 502: on 503
+        # JupyterLab keeps polling the kernel; on 502 it declares the kernel dead.
+        raise unreachable(remote, f"connection lost ({_describe(e)})") from None
     except httpx.TransportError as e:
         raise unreachable(remote, _describe(e)) from None
+
+
+def _connection_lost(e: httpx.RemoteProtocolError) -> bool:
+    # httpcore's and h11's words for a connection closed before or during the answer;
+    # any other protocol error is an answer that is not HTTP (garbage: 502).
+    text = str(e).lower()
+    return "disconnected" in text or "closed connection" in text
 
 
 def _describe(e: Exception) -> str:

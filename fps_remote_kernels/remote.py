@@ -16,7 +16,7 @@ import structlog
 
 from .cache import CoalescingCache
 from .client import RemoteClient
-from .errors import RemoteKernelsError, bad_gateway, not_found
+from .errors import bad_gateway, not_found
 from .kinds import Kind
 
 logger = structlog.get_logger()
@@ -79,7 +79,7 @@ class RemoteKernels:
 
     async def kernel(self, kernel_id: str) -> dict[str, Any]:
         model = await self.client.get_json(_kernel_path(kernel_id))
-        return _kernel_or_404(model, kernel_id)
+        return _kernel_or_404(model, kernel_id, self.client.name)
 
     async def start_kernel(self, name: str, path: str | None, env: dict[str, str]
                            ) -> dict[str, Any]:
@@ -95,7 +95,7 @@ class RemoteKernels:
             response = await self.client.request("POST", "api/kernels", json=body,
                                                  timeout=self.start_timeout)
             return _kernel_or_404(self.client.json_of(response, expected=(200, 201)),
-                                  "new kernel")
+                                  "new kernel", self.client.name)
         # A Jupyverse remote starts kernels only for sessions: start one through a session
         # that the front hides. Its path's parent is the kernel's working directory.
         marker = f".remote-kernel-{uuid.uuid4()}"
@@ -117,14 +117,14 @@ class RemoteKernels:
         if response.status_code == 204:
             return
         await self._404_if_gone(response, kernel_id)
-        _kernel_or_404(self.client.json_of(response), kernel_id)
+        _kernel_or_404(self.client.json_of(response), kernel_id, self.client.name)
 
     async def restart_kernel(self, kernel_id: str) -> dict[str, Any]:
         response = await self.client.request(
             "POST", _kernel_path(kernel_id, "restart"), timeout=self.start_timeout
         )
         await self._404_if_gone(response, kernel_id)
-        return _kernel_or_404(self.client.json_of(response), kernel_id)
+        return _kernel_or_404(self.client.json_of(response), kernel_id, self.client.name)
 
     async def _404_if_gone(self, response: httpx.Response, kernel_id: str) -> None:
         # jupyter_server answers 500 to actions on an unknown kernel: say 404 if it is gone.
@@ -192,12 +192,11 @@ def _session_path(session_id: str) -> str:
     return f"api/sessions/{quote(session_id, safe='')}"
 
 
-def _kernel_or_404(model: Any, kernel_id: str) -> dict[str, Any]:
+def _kernel_or_404(model: Any, kernel_id: str, remote: str) -> dict[str, Any]:
     if model is None:
         raise not_found(f"Kernel {kernel_id}")
     if not isinstance(model, dict) or not isinstance(model.get("id"), str):
-        raise RemoteKernelsError(502, "Remote kernel server answered an invalid kernel model",
-                                 "Bad Gateway")
+        raise bad_gateway(remote, "it answered an invalid kernel model")
     return model
 
 

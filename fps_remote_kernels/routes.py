@@ -25,6 +25,7 @@ from jupyverse_kernels import Kernels
 from .bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
 from .errors import RemoteKernelsError, bad_request, not_found
 from .service import KernelService, check_env
+from .wsauth import authorize_at_handshake_only
 
 logger = structlog.get_logger()
 
@@ -149,6 +150,8 @@ class _RemoteKernels(Kernels):
         # The Kernels ABC lacks three routes of jupyter_server's API. They go on the same
         # router, because Jupyverse refuses a second router that repeats a path.
         self._add_missing_routes(router)
+        # Jupyverse's WebSocket auth would hold a database connection per open kernel socket.
+        authorize_at_handshake_only(router, self.kernel_channels)
         super().include_router(router, **kwargs)
 
     def _add_missing_routes(self, router: APIRouter) -> None:
@@ -172,7 +175,7 @@ class _RemoteKernels(Kernels):
 
     async def stop(self) -> None:
         """End every open kernel WebSocket: remote kernels keep running (they belong to the
-        remote) unless configured otherwise; clients get 1001 and reconnect later."""
+        remote) unless configured otherwise; clients get 1012 and reconnect later."""
         for bridge in list(self._bridges):
             bridge.shutdown()
         if self.shutdown_kernels_on_stop:
