@@ -67,10 +67,7 @@ class RemoteClient:
         self._detect_lock = anyio.Lock()
         _redact_token_in_library_logs(self._token)
 
-    async def __aenter__(self) -> RemoteClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def aclose(self) -> None:
         await self._http.aclose()
 
     # ---------------------------------------------------------------- REST
@@ -229,6 +226,10 @@ class RemoteClient:
                     close_timeout=2,
                     # Real outputs can be tens of MB: no per-message cap on what the kernel sends.
                     max_size=None,
+                    # The bridge forwards each message at once: read ahead by one or two only,
+                    # so a slow client holds the remote back instead of growing our memory
+                    # (websockets' default reads ahead 16 messages, each of them up to 25 MB).
+                    max_queue=(2, 1),
                     compression=None,
                     ssl=self._ssl_context if url.startswith("wss:") else None,
                     user_agent_header=None,

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import getpass
+import signal
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+import anyio.abc
 import structlog
 from fps import Module
 from jupyverse_api import App
@@ -26,6 +29,9 @@ class RemoteKernelsModule(Module):
         super().__init__(name)
         self.config = load_config(kwargs)
         self.kernels: _RemoteKernels | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._clients: list[RemoteClient] = []
+        self._store: Store | None = None
 
     async def prepare(self) -> None:
         self._refuse_local_kernels_module()
@@ -40,12 +46,12 @@ class RemoteKernelsModule(Module):
         auth_config = await self.get(AuthConfig)
         frontend_config = await self.get(FrontendConfig)
 
-        remotes = []
-        for remote in self.config.all_remotes():
-            client = await self.async_context_manager(RemoteClient(remote, self.config))
-            remotes.append(RemoteKernels(client, self.config.kernelspecs_cache_ttl))
-        store = Store(self.config.sessions_db or default_store_path())
-        self.add_teardown_callback(store.close)
+        # Closed in stop(), after the kernels the front started may have been shut down.
+        self._clients = [RemoteClient(remote, self.config)
+                         for remote in self.config.all_remotes()]
+        remotes = [RemoteKernels(client, self.config.kernelspecs_cache_ttl)
+                   for client in self._clients]
+        self._store = store = Store(self.config.sessions_db or default_store_path())
         service = KernelService(
             remotes, store, self.config.env_allowlist,
             {remote.name: remote.kernelspecs for remote in self.config.all_remotes()},
@@ -59,14 +65,36 @@ class RemoteKernelsModule(Module):
             kernel_username_of(getattr(auth_config, "mode", "token"), self.config.kernel_username),
             self.config.shutdown_kernels_on_stop,
         )
-        self.put(self.kernels, Kernels, teardown_callback=self.kernels.stop)
+        self.put(self.kernels, Kernels)
         # The front starts even when the remotes are down: nothing is asked of them here.
         logger.info("Kernels served from remotes",
                     remotes=[f"{r.name}={r.client.name}" for r in remotes])
 
+    async def start(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            tg.start_soon(self._stop_gracefully_on_sigterm)
+            self.done()
+
+    async def _stop_gracefully_on_sigterm(self) -> None:
+        # fps stops gracefully on Ctrl-C only; service managers send SIGTERM. Stopping
+        # gracefully closes kernel sockets with 1012 (clients reconnect) and honours
+        # shutdown_kernels_on_stop, instead of dropping everything.
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                logger.info("SIGTERM received: stopping as on Ctrl-C")
+                signal.raise_signal(signal.SIGINT)
+                return
+
     async def stop(self) -> None:
         if self.kernels is not None:
             await self.kernels.stop()
+        for client in self._clients:
+            await client.aclose()
+        if self._store is not None:
+            self._store.close()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
 
     def _refuse_local_kernels_module(self) -> None:
         siblings = self.parent.modules.values() if self.parent is not None else ()

@@ -241,16 +241,24 @@ class KernelService:
         return remote.client
 
     async def shutdown_started_kernels(self) -> None:
-        for kernel_id, name in self.store.kernels_started_by_front():
-            remote = self.remotes.get(name)
-            if remote is None:
-                continue
+        """Shut down, all at once, the kernels the front started (shutdown_kernels_on_stop)."""
+        started = [(k, self.remotes[r]) for k, r in self.store.kernels_started_by_front()
+                   if r in self.remotes]
+        logger.info("Shutting down the kernels the front started", count=len(started))
+
+        async def one(kernel_id: str, remote: RemoteKernels) -> None:
             try:
                 await remote.shutdown_kernel(kernel_id)
             except RemoteKernelsError as e:
-                logger.warning("Could not shut down a kernel", kernel_id=kernel_id,
-                               remote=name, message=e.message)
+                if e.status != 404:
+                    logger.warning("Could not shut down a kernel", kernel_id=kernel_id,
+                                   remote=remote.name, message=e.message)
+                    return
             self.store.forget_kernel(kernel_id)
+
+        async with anyio.create_task_group() as tg:
+            for kernel_id, remote in started:
+                tg.start_soon(one, kernel_id, remote)
 
     # ---------------------------------------------------------------- sessions
 

@@ -178,3 +178,24 @@ async def test_kernel_env_carries_username_and_allowlist_only(tmp_path: Path) ->
     finally:
         front.stop()
         gpu.stop()
+
+
+async def test_front_shuts_down_its_kernels_on_stop_when_asked(tmp_path: Path) -> None:
+    """With shutdown_kernels_on_stop, stopping the front shuts down the kernels it started
+    (and only those); by default they keep running (see the restart test)."""
+    gpu = kernel_gateway_remote(tmp_path / "gpu").start()
+    # Jupyverse gives modules 1 s to stop unless told otherwise (--stop-timeout).
+    front = front_server(tmp_path / "front", gpu.url, gpu.token, extra=[
+        "--set", "remote_kernels.shutdown_kernels_on_stop=true", "--stop-timeout", "15"]).start()
+    try:
+        async with httpx.AsyncClient(base_url=gpu.url, headers=gpu.headers) as direct:
+            foreign = (await direct.post("/api/kernels", json={"name": "python3"})).json()["id"]
+        async with logged_in(front) as client:
+            created = await client.post("/api/kernels", json={"name": "python3"})
+            assert created.status_code == 201
+        front.stop()
+        assert not await on_gateway(gpu, created.json()["id"])
+        assert await on_gateway(gpu, foreign)
+    finally:
+        front.stop()
+        gpu.stop()
