@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -289,14 +290,20 @@ def _ssl_context(config: RemoteConfig) -> ssl.SSLContext:
     return context
 
 
+_AUTH_COOKIE_VALUE = re.compile(rf"({JUPYVERSE_AUTH_COOKIE}=)[^;,\s'\"]+")
+
+
 class _RedactToken(logging.Filter):
     def __init__(self, token: str) -> None:
         super().__init__()
         self.token = token
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.token in record.getMessage():
-            record.msg = record.getMessage().replace(self.token, "[token]")
+        message = record.getMessage()
+        # The remote's session cookie opens the remote as the token does: scrub it too.
+        redacted = _AUTH_COOKIE_VALUE.sub(r"\1[cookie]", message.replace(self.token, "[token]"))
+        if redacted != message:
+            record.msg = redacted
             record.args = ()
         return True
 
@@ -309,7 +316,9 @@ def _redact_token_in_library_logs(token: str | None) -> None:
     # headers at debug level: scrub the token from both, whatever the log configuration.
     if not token:
         return
-    for name in ("httpx", "httpcore", "websockets", "websockets.client"):
+    # A logger's filters see only its own records, not its children's: name each one.
+    for name in ("httpx", "httpcore", "httpcore.http11", "httpcore.http2",
+                 "httpcore.connection", "websockets", "websockets.client"):
         log = logging.getLogger(name)
         if not any(isinstance(f, _RedactToken) and f.token == token for f in log.filters):
             log.addFilter(_RedactToken(token))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import h11
 import httpx
 
 from fps_remote_kernels.launch import Server
@@ -59,36 +61,39 @@ async def raw_request(port: int, method: str, target: str, headers: dict[str, st
     head = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
             f"Content-Length: {len(body)}"]
     head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    parser = h11.Connection(h11.CLIENT)
+    # The request goes out raw; h11 only reads the answer, so tell it a request was sent.
+    parser.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+    parser.send(h11.EndOfMessage())
+    status, answer_headers, answer = 0, {}, bytearray()
     with anyio.fail_after(timeout):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-            await writer.drain()
-            data = await reader.read()
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+
+            async def send_body() -> None:
+                # The server may answer (413) before reading it all: read while sending.
+                writer.write(body)
+                await writer.drain()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_body)
+                while True:
+                    event = parser.next_event()
+                    if event is h11.NEED_DATA:
+                        parser.receive_data(await reader.read(65536))
+                    elif isinstance(event, h11.Response):
+                        status = event.status_code
+                        answer_headers = {k.decode().lower(): v.decode("latin-1")
+                                          for k, v in event.headers}
+                    elif isinstance(event, h11.Data):
+                        answer += event.data
+                    elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                        break
+                tg.cancel_scope.cancel()
         finally:
             writer.close()
-    status_head, _, payload = data.partition(b"\r\n\r\n")
-    lines = status_head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    response_headers = {}
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        response_headers[key.strip().lower()] = value.strip()
-    if response_headers.get("transfer-encoding", "").lower() == "chunked":
-        payload = _unchunk(payload)
-    return status, response_headers, payload
-
-
-def _unchunk(data: bytes) -> bytes:
-    out = bytearray()
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2:]
-    return bytes(out)
+    return status, answer_headers, bytes(answer)
 
 
 async def login(server: Server) -> httpx.AsyncClient:
@@ -108,3 +113,19 @@ async def logged_in(server: Server) -> AsyncIterator[httpx.AsyncClient]:
         yield client
     finally:
         await client.aclose()
+
+
+def raw_request_sync(port: int, method: str, target: str, headers: dict[str, str] | None = None,
+                     body: bytes = b"", timeout: float = 30) -> tuple[int, bytes]:
+    """`raw_request` for synchronous tests (hypothesis): `target` goes out as given."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
