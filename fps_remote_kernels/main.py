@@ -29,7 +29,7 @@ class RemoteKernelsModule(Module):
         super().__init__(name)
         self.config = load_config(kwargs)
         self.kernels: _RemoteKernels | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
 
@@ -72,7 +72,7 @@ class RemoteKernelsModule(Module):
 
     async def start(self) -> None:
         async with anyio.create_task_group() as tg:
-            self._task_group = tg
+            self._signal_watch = tg
             tg.start_soon(self._stop_gracefully_on_sigterm)
             self.done()
 
@@ -93,8 +93,8 @@ class RemoteKernelsModule(Module):
             await client.aclose()
         if self._store is not None:
             self._store.close()
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
+        if self._signal_watch is not None:
+            self._signal_watch.cancel_scope.cancel()
 
     def _refuse_local_kernels_module(self) -> None:
         siblings = self.parent.modules.values() if self.parent is not None else ()
