@@ -466,8 +466,9 @@ async def _open_many(front: Server, http: httpx.AsyncClient, kernel: str, count:
 async def test_front_shutdown_leaves_real_remote_kernels_running(
     remote: Server, remote_api: httpx.AsyncClient, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """A real kernel used through a front that stops (Ctrl-C) keeps running on the remote with
-    its state: the sockets close with 1012 and the kernel still knows what it computed."""
+    """A real kernel used through a front that a service manager stops (SIGTERM) keeps running
+    on the remote with its state: the sockets close with 1012 and the kernel still knows what
+    it computed."""
     created = await remote_api.post("/api/sessions", json={
         "path": f"shutdown-{uuid.uuid4().hex}.ipynb", "type": "notebook", "name": "",
         "kernel": {"name": "python3"}})
@@ -481,7 +482,7 @@ async def test_front_shutdown_leaves_real_remote_kernels_running(
         assert (await conns[0].execute("x = 6 * 7")).reply["content"]["status"] == "ok"
         assert front.process is not None
         started = time.monotonic()
-        os.kill(front.process.pid, signal.SIGINT)
+        os.kill(front.process.pid, signal.SIGTERM)
         assert set(await wait_closed(conns, 5)) == {1012}
         assert_clean_exit(front, started, 5)
 
