@@ -47,6 +47,14 @@ class Tally:
     messages: int = 0
     socket_seconds: float = 0.0
     rss_samples: list[float] = field(default_factory=list)
+    rss_times: list[float] = field(default_factory=list)
+
+    def mean_rss(self, start: float, end: float) -> float:
+        """The mean front RSS sampled between `start` and `end` (monotonic seconds)."""
+        window = [rss for rss, at in zip(self.rss_samples, self.rss_times, strict=True)
+                  if start <= at < end]
+        assert window, "no memory sample in that window"
+        return sum(window) / len(window)
 
     def report(self, what: str) -> str:
         text = (f"{what}: {self.sockets} sockets, {self.cells} cells, {self.messages} "
@@ -115,6 +123,7 @@ def _value_of(msg_type: str, content: dict) -> str | None:
 async def sample_rss(pid: int, tally: Tally, stop: anyio.Event) -> None:
     while not stop.is_set():
         tally.rss_samples.append(rss_mb(pid))
+        tally.rss_times.append(time.monotonic())
         with anyio.move_on_after(0.2):
             await stop.wait()
 
@@ -360,9 +369,8 @@ async def test_soak_200_sockets_and_real_kernels_for_minutes(
         await close_all(real_conns)
     print(tally.report("soak, fake kernels"))
     print(real_tally.report("soak, real kernel"))
-    per_minute = int(60 / 0.2)  # samples
-    samples = tally.rss_samples
-    assert len(samples) >= 3 * per_minute, "soak for at least 3 minutes to judge memory"
-    settled = sum(samples[per_minute:2 * per_minute]) / per_minute
-    final = sum(samples[-per_minute:]) / per_minute
+    assert SOAK_SECONDS >= 180, "soak for at least 3 minutes to judge memory"
+    settled = tally.mean_rss(started + 60, started + 120)
+    final = tally.mean_rss(started + SOAK_SECONDS - 60, started + SOAK_SECONDS)
+    print(f"front RSS: {settled:.0f} MB after the first minute, {final:.0f} MB at the end")
     assert final - settled < 64, f"front RSS went from {settled:.0f} to {final:.0f} MB"
