@@ -252,8 +252,8 @@ def aggregate(c: Collector, params: Params) -> list[dict[str, Any]]:
     if floods:
         growth = {n: max(x.rss_growth_mib or 0.0 for x in v) for n, v in floods.items()}
         growth["direct"] = None
-        r = row("flood.rss_growth",
-                f"front peak RSS growth, {params.flood_mb} MB flood to a slow client",
+        r = row("flood.rss_growth", f"front peak RSS growth, {params.flood_mb} MB flood "
+                f"(100 kB messages) to a {params.flood_rate_mb_s:g} MB/s client",
                 "MiB", "lower", growth, target="<= 50 MiB",
                 read_rate_mb_s={n: _median([x.mb_s for x in v]) for n, v in floods.items()})
         r["met"] = growth.get("plugin") is not None and growth["plugin"] <= 50
@@ -276,25 +276,31 @@ def aggregate(c: Collector, params: Params) -> list[dict[str, Any]]:
         single = {n: _median([ms for x in v for ms in x.single_ms]) for n, v in sc.items()}
         single_p99 = {n: percentile([ms for x in v for ms in x.single_ms], 99)
                       for n, v in sc.items()}
-        paced_p99 = {n: percentile([ms for x in v for ms in x.paced_ms], 99)
-                     for n, v in sc.items()}
         rows.append(row("scale.single_rtt", "fake remote: 1 socket, execute RTT", "ms",
                         "lower", single, p99=single_p99))
-        vs_single = {n: (paced_p99[n] / single_p99[n] if single_p99.get(n) else None)
-                     for n in sc}
-        vs_median = {n: (paced_p99[n] / single[n] if single.get(n) else None) for n in sc}
-        r = row("scale.p99_paced", f"fake remote: {params.scale_sockets} sockets, paced "
-                f"{params.scale_paced_rate:g} exec/s each, p99", "ms",
-                "lower", paced_p99, p99_over_single_p99=vs_single,
-                p99_over_single_median=vs_median, target="<= 3x its 1-socket p99")
-        r["met"] = vs_single.get("plugin") is not None and vs_single["plugin"] <= 3
-        rows.append(r)
+        rows.append(row("scale.single_p99", "fake remote: 1 socket, execute RTT p99", "ms",
+                        "lower", single_p99))
+        for i, rate in enumerate(params.scale_paced_rates):
+            paced_p99 = {n: percentile([ms for x in v for ms in x.paced_ms[rate]], 99)
+                         for n, v in sc.items()}
+            vs_single = {n: (paced_p99[n] / single_p99[n] if single_p99.get(n) else None)
+                         for n in sc}
+            vs_median = {n: (paced_p99[n] / single[n] if single.get(n) else None) for n in sc}
+            key = "scale.p99_paced" if i == 0 else f"scale.p99_paced_{rate:g}"
+            r = row(key, f"fake remote: {params.scale_sockets} sockets, "
+                    f"{rate:g} exec/s each, p99", "ms", "lower", paced_p99,
+                    p99_over_single_p99=vs_single, p99_over_single_median=vs_median,
+                    target="<= 3x its 1-socket p99")
+            r["met"] = vs_single.get("plugin") is not None and vs_single["plugin"] <= 3
+            rows.append(r)
         rows.append(row("scale.msgs_s", f"fake remote: {params.scale_sockets} sockets, "
                         "saturated", "msg/s",
                         "higher", {n: _median([x.saturation_msgs_s for x in v])
                                    for n, v in sc.items()}))
-        per_socket = {n: _median([x.rss_per_socket_kib for x in v
-                                  if x.rss_per_socket_kib is not None]) for n, v in sc.items()}
+        # The first round shows it best: later rounds reuse the memory the first one freed.
+        per_socket = {n: max((x.rss_per_socket_kib for x in v
+                              if x.rss_per_socket_kib is not None), default=None)
+                      for n, v in sc.items()}
         per_socket["direct"] = None
         rows.append(row("scale.rss_per_socket", "fake remote: proxy RSS per open socket",
                         "KiB", "lower", per_socket))
@@ -388,8 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     log(f"results: {paths[0]}")
     if args.markdown:
-        (HERE / "RESULTS.md").write_text(report.markdown(results))
-        log(f"wrote {HERE / 'RESULTS.md'}")
+        path = HERE / "RESULTS.md"
+        path.write_text(report.with_latest_run(
+            path.read_text() if path.exists() else "", report.markdown(results)))
+        log(f"wrote the latest run into {path}")
     return 0
 
 

@@ -63,10 +63,11 @@ def table(results: dict[str, Any]) -> str:
         fmt(["-" * w for w in widths]),
         *(fmt(line) for line in body),
     ]
-    scale = results["scenarios"].get("scale.p99_paced")
-    if scale:
+    for scale in results["scenarios"].values():
+        if not scale["key"].startswith("scale.p99_paced"):
+            continue
         for key in ("p99_over_single_p99", "p99_over_single_median"):
-            lines.append(f"fake remote, many sockets: {key}: " + ", ".join(
+            lines.append(f"{scale['title']}: {key}: " + ", ".join(
                 f"{t} {_ratio(v)}" for t, v in scale[key].items()))
     return "\n".join(lines)
 
@@ -81,13 +82,14 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for line in rows(results):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |")
-    scale = results["scenarios"].get("scale.p99_paced")
     extra = []
-    if scale:
+    for scale in results["scenarios"].values():
+        if not scale["key"].startswith("scale.p99_paced"):
+            continue
         for key, what in (("p99_over_single_p99", "1-socket p99"),
                           ("p99_over_single_median", "1-socket median")):
-            extra.append(f"Fake remote, p99 with all sockets open (paced load) over the {what}: "
-                         + ", ".join(f"{t} {_ratio(v)}" for t, v in scale[key].items()) + ".")
+            extra.append(f"- {scale['title']}, over the {what}: "
+                         + ", ".join(f"{t} {_ratio(v)}" for t, v in scale[key].items()))
     return "\n".join([
         f"Run: {meta['started']}, {meta['mode']}, {p['rounds']} rounds, "
         f"{meta['duration_s']} s; package at commit {meta['package'].get('commit', '?')}"
@@ -101,3 +103,17 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *extra,
     ]) + "\n"
+
+
+BEGIN = "<!-- latest run: written by `python -m benchmarks.bench --markdown` -->"
+END = "<!-- end of latest run -->"
+
+
+def with_latest_run(document: str, section: str) -> str:
+    """`document` with the text between the markers replaced by `section` (or appended)."""
+    block = f"{BEGIN}\n{section}{END}"
+    if BEGIN in document and END in document:
+        head, rest = document.split(BEGIN, 1)
+        return head + block + rest.split(END, 1)[1]
+    title = "" if document.strip() else "# Benchmark results\n\n"
+    return f"{document}{title}{block}\n"

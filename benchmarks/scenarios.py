@@ -15,8 +15,13 @@ from .procstat import Meter, rss_bytes, wait_quiet
 from .stack import Target
 from .wire import V1, Kernel
 
-# A 1000-character line (999 + newline) printed `n` times: n kB of stdout.
+# A 1000-character line (999 + newline) printed `n` times: n kB of stdout. The kernel batches
+# it into messages of its choosing (ipykernel: a few MB to 25 MB each).
 STREAM_CODE = "_line = 'x' * 999\nfor _ in range({n}): print(_line)"
+# The same, flushed every 100 lines: 100 kB messages, so that a proxy's read-ahead (not the size
+# of one message) decides its memory while the client is slow.
+FLOOD_CODE = ("import sys\n_line = 'x' * 999\nfor _i in range({n}):\n    print(_line)\n"
+              "    if _i % 100 == 99: sys.stdout.flush()")
 
 
 @dataclass
@@ -24,7 +29,7 @@ class Params:
     rounds: int = 3
     rest_requests: int = 200  # per endpoint, target and round
     rest_block: int = 20
-    starts: int = 2  # kernel starts per target and round
+    starts: int = 3  # kernel starts per target and round
     executes: int = 300  # per protocol, target and round
     execute_block: int = 50
     stream_mb: int = 50
@@ -35,7 +40,9 @@ class Params:
     scale_sockets: int = 500
     scale_single: int = 500  # sequential executes on one socket
     scale_paced_seconds: float = 10.0
-    scale_paced_rate: float = 1.0  # executes per second per socket, when all are open
+    # Executes per second per socket with all sockets open: light (500 notebooks, a cell
+    # every 5 s each) and heavy (a cell a second each, near the front's capacity here).
+    scale_paced_rates: tuple[float, ...] = (0.2, 1.0)
     scale_saturation_seconds: float = 5.0
 
     @classmethod
@@ -43,7 +50,8 @@ class Params:
         return cls(rounds=1, rest_requests=10, rest_block=5, starts=1, executes=10,
                    execute_block=5, stream_mb=2, flood_mb=2, flood_rate_mb_s=4.0,
                    fanout_sessions=2, fanout_executes=5, scale_sockets=20, scale_single=20,
-                   scale_paced_seconds=1.0, scale_saturation_seconds=1.0)
+                   scale_paced_seconds=1.0, scale_paced_rates=(1.0,),
+                   scale_saturation_seconds=1.0)
 
 
 Samples = dict[str, list[float]]
@@ -172,7 +180,7 @@ class StreamRun:
 
 
 async def _stream_once(target: Target, kernel_id: str, mb: int, protocol: str | None,
-                       rate_mb_s: float | None = None) -> StreamRun:
+                       rate_mb_s: float | None = None, code: str = STREAM_CODE) -> StreamRun:
     kernel = await open_kernel(target, kernel_id, protocol, max_queue=4)
     try:
         wait_quiet(target.pids)
@@ -180,7 +188,7 @@ async def _stream_once(target: Target, kernel_id: str, mb: int, protocol: str | 
         with meter:
             with anyio.fail_after(600):
                 start = time.perf_counter()
-                msg_id = await kernel.send_execute(STREAM_CODE.format(n=mb * 1000))
+                msg_id = await kernel.send_execute(code.format(n=mb * 1000))
                 reply = idle = False
                 size = 0
                 while not (reply and idle):
@@ -218,7 +226,8 @@ async def flood(targets: dict[str, Target], p: Params, round_: int,
     runs: dict[str, list[StreamRun]] = {}
     for name in rotation([n for n in targets if list(targets[n].pids())], round_):
         runs.setdefault(name, []).append(await _stream_once(
-            targets[name], kernel_id, p.flood_mb, V1, rate_mb_s=p.flood_rate_mb_s))
+            targets[name], kernel_id, p.flood_mb, V1, rate_mb_s=p.flood_rate_mb_s,
+            code=FLOOD_CODE))
     return runs
 
 
@@ -260,7 +269,7 @@ async def fanout(targets: dict[str, Target], p: Params, round_: int,
 @dataclass
 class ScaleRun:
     single_ms: list[float]
-    paced_ms: list[float]
+    paced_ms: dict[float, list[float]]  # by executes per second per socket
     saturation_msgs_s: float
     rss_per_socket_kib: float | None
     open_s: float
@@ -317,22 +326,26 @@ async def scale_once(target: Target, p: Params) -> ScaleRun:
             async with anyio.create_task_group() as tg:
                 for kernel in kernels:
                     tg.start_soon(kernel.execute, "1+1")
-        # Paced: each socket executes `scale_paced_rate` times a second, starts staggered.
-        paced: list[float] = []
-        period = 1 / p.scale_paced_rate
+        # Paced: each socket executes `rate` times a second, starts staggered.
+        paced: dict[float, list[float]] = {}
 
-        async def paced_one(kernel: Kernel, offset: float, deadline: float) -> None:
+        async def paced_one(kernel: Kernel, period: float, offset: float, deadline: float,
+                            into: list[float]) -> None:
             await anyio.sleep(offset)
             while time.perf_counter() < deadline:
                 began = time.perf_counter()
-                paced.append(await kernel.execute("1+1", timeout=60) * 1000)
+                into.append(await kernel.execute("1+1", timeout=60) * 1000)
                 await anyio.sleep(max(0.0, period - (time.perf_counter() - began)))
 
-        deadline = time.perf_counter() + p.scale_paced_seconds
-        with anyio.fail_after(p.scale_paced_seconds + 120):
-            async with anyio.create_task_group() as tg:
-                for i, kernel in enumerate(kernels):
-                    tg.start_soon(paced_one, kernel, period * i / len(kernels), deadline)
+        for rate in p.scale_paced_rates:
+            period = 1 / rate
+            into = paced[rate] = []
+            deadline = time.perf_counter() + max(p.scale_paced_seconds, period)
+            with anyio.fail_after(p.scale_paced_seconds + period + 120):
+                async with anyio.create_task_group() as tg:
+                    for i, kernel in enumerate(kernels):
+                        tg.start_soon(paced_one, kernel, period, period * i / len(kernels),
+                                      deadline, into)
         # Saturation: every socket executes back to back; messages = request + 3 answers.
         count = 0
 

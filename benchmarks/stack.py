@@ -140,12 +140,8 @@ class Stack:
             routes[free_port()] = self.remote.port
         if self.fake:
             self.fake_remote = FakeRemoteProcess(self.workdir / "fake").start()
-            # noauth: fps-auth holds a pooled SQLite connection for the whole life of each
-            # authenticated WebSocket (5 + 10 overflow: the 16th socket waits 30 s, then 500);
-            # without a cookie check no connection is taken, and the proxy alone is measured.
             self.fake_front = front_server(self.workdir / "fake-front", self.fake_remote.url,
-                                           self.fake_remote.token,
-                                           extra=["--set", "auth.mode=noauth"]).start()
+                                           self.fake_remote.token).start()
             routes[free_port()] = self.fake_remote.port
         if self.with_nginx:
             self.nginx = Nginx(self.workdir / "nginx", routes).start()
@@ -167,8 +163,7 @@ class Stack:
                 "direct": Target("direct", self.fake_remote.url, self.fake_remote.token,
                                  login_path="api/status"),
                 "plugin": Target("plugin", self.fake_front.url, self.fake_front.token,
-                                 _single(self.fake_front), login_path="api/kernels",
-                                 noauth=True),
+                                 _single(self.fake_front), login_path="api/kernels"),
             }
             if self.nginx is not None:
                 self.fake_targets["nginx"] = Target(
