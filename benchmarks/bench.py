@@ -369,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"starting servers in {workdir}")
         stack.start()
+        log("server pids (e.g. for py-spy record --gil -p PID): " + ", ".join(
+            f"{name} {server.process.pid}" for name, server in (
+                ("remote", stack.remote), ("front", stack.front),
+                ("fake remote", stack.fake_remote), ("fake front", stack.fake_front),
+                ("nginx", stack.nginx)) if server is not None and server.process is not None))
         collected = anyio.run(measure, stack, p, groups, log)
     except KeyboardInterrupt:
         log("interrupted: stopping the servers")
