@@ -12,7 +12,13 @@ import anyio
 import httpx
 import pytest
 
-from fps_remote_kernels.launch import Server, front_server, kernel_gateway_remote, remote_server
+from fps_remote_kernels.launch import (
+    Server,
+    enterprise_gateway_remote,
+    front_server,
+    kernel_gateway_remote,
+    remote_server,
+)
 
 from .kernel_client import KernelConnection
 
@@ -204,3 +210,33 @@ async def test_front_shuts_down_its_kernels_on_stop_when_asked(tmp_path: Path) -
     finally:
         front.stop()
         gpu.stop()
+
+
+async def test_enterprise_gateway_is_told_the_launch_timeout_and_the_user(tmp_path: Path
+                                                                          ) -> None:
+    """Enterprise Gateway gets KERNEL_LAUNCH_TIMEOUT = kernel_start_timeout and the
+    KERNEL_USERNAME of the front, so it gives up when the front does."""
+    gateway = enterprise_gateway_remote(tmp_path / "eg").start()
+    front = front_server(tmp_path / "front", gateway.url, gateway.token, extra=[
+        "--set", "remote_kernels.kernel_start_timeout=77",
+        "--set", "remote_kernels.kernel_username=bob",
+    ]).start()
+    try:
+        async with logged_in(front) as client:
+            created = await client.post("/api/sessions", json={
+                "path": "eg.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
+            assert created.status_code == 201, created.text
+            cookie = f"fastapiusersauth={client.cookies['fastapiusersauth']}"
+            conn = await KernelConnection.open(
+                f"ws://127.0.0.1:{front.port}/api/kernels/{created.json()['kernel']['id']}"
+                "/channels", cookie=cookie)
+            try:
+                execution = await conn.execute(
+                    "import os; print(os.environ.get('KERNEL_LAUNCH_TIMEOUT'),"
+                    " os.environ.get('KERNEL_USERNAME'))")
+            finally:
+                await conn.close()
+            assert execution.stdout == "77 bob\n"
+    finally:
+        front.stop()
+        gateway.stop()
