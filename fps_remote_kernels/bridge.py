@@ -7,7 +7,7 @@ A legacy client of a v1 remote is translated (see frames.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -77,11 +77,12 @@ class KernelChannelsBridge:
     """One client kernel WebSocket joined to one upstream kernel WebSocket."""
 
     def __init__(self, websocket: WebSocket, client: RemoteClient, kernel_id: str,
-                 session_id: str) -> None:
+                 session_id: str, kernel_exists: Callable[[], Awaitable[object]]) -> None:
         self.websocket = websocket
         self.client = client
         self.kernel_id = kernel_id
         self.session_id = session_id
+        self.kernel_exists = kernel_exists
         self._scope = CancelScope()
         self._shutting_down = False
 
@@ -93,12 +94,13 @@ class KernelChannelsBridge:
     async def run(self) -> None:
         with self._scope:
             offered = list(self.websocket.scope.get("subprotocols") or [])
-            try:
-                upstream = await self.client.connect_channels(
-                    self.kernel_id, self.session_id, upstream_offer(offered)
-                )
-            except RemoteKernelsError as e:
-                await deny(self.websocket, e)
+            upstream, refusal = await self._open_upstream(offered)
+            if upstream is None or refusal is not None:
+                if upstream is not None:
+                    with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
+                        await upstream.close()
+                assert refusal is not None
+                await deny(self.websocket, refusal)
                 return
             try:
                 await self._relay(upstream, choose_wire(offered, upstream.subprotocol))
@@ -108,6 +110,29 @@ class KernelChannelsBridge:
         if self._shutting_down:
             with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
                 await self._close_client(WS_SERVICE_RESTART, "Server shutting down")
+
+    async def _open_upstream(self, offered: list[str]
+                             ) -> tuple[ClientConnection | None, RemoteKernelsError | None]:
+        """The upstream socket, opened while the kernel's existence is checked (both take a
+        round trip to the remote: at once, the client waits for one)."""
+        # The check's answer says most (404 unknown kernel, 502 garbage): it wins.
+        refusals: dict[str, RemoteKernelsError] = {}
+        upstream: ClientConnection | None = None
+
+        async def check() -> None:
+            try:
+                await self.kernel_exists()
+            except RemoteKernelsError as e:
+                refusals["check"] = e
+
+        async with create_task_group() as tg:
+            tg.start_soon(check)
+            try:
+                upstream = await self.client.connect_channels(
+                    self.kernel_id, self.session_id, upstream_offer(offered))
+            except RemoteKernelsError as e:
+                refusals["connect"] = e
+        return upstream, refusals.get("check") or refusals.get("connect")
 
     async def _relay(self, upstream: ClientConnection, wire: Wire) -> None:
         await self.websocket.accept(subprotocol=wire.client_protocol)

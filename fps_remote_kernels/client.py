@@ -251,6 +251,9 @@ class RemoteClient:
                                   ) from None
             except TimeoutError:
                 raise timed_out(self.name, self.config.connect_timeout) from None
+            except websockets.InvalidMessage:
+                raise bad_gateway(self.name, "kernel WebSocket handshake answered something "
+                                  "that is not HTTP") from None
             except (OSError, websockets.InvalidHandshake) as e:
                 raise unreachable(self.name, str(e) or type(e).__name__) from None
         raise AssertionError("unreachable")

@@ -10,6 +10,7 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
@@ -349,11 +350,14 @@ class _RemoteKernels(Kernels):
             kernel_id = _kernel_id(kernel_id)
             if not session_id or len(session_id) > 256:
                 raise bad_request("session_id query parameter missing or too long")
-            client = await self.service.client_for(kernel_id)
+            remote = await self.service.owner(kernel_id)
         except RemoteKernelsError as e:
             await deny(websocket, e)
             return
-        bridge = KernelChannelsBridge(websocket, client, kernel_id, session_id)
+        # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing:
+        # the bridge checks that the kernel exists while it opens the upstream socket.
+        bridge = KernelChannelsBridge(websocket, remote.client, kernel_id, session_id,
+                                      kernel_exists=partial(remote.kernel, kernel_id))
         self._bridges.add(bridge)
         try:
             await bridge.run()
