@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from fps_remote_kernels.launch import end_process_group
+
 _CONFIG = """\
 {user}worker_processes 1;
 pid {dir}/nginx.pid;
@@ -129,13 +131,4 @@ class Nginx:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        for sig in (signal.SIGQUIT, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        end_process_group(process, signal.SIGQUIT, timeout)  # nginx: graceful stop

@@ -9,7 +9,6 @@ Every server runs in its own process group and is stopped by `Stack.stop()`.
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import subprocess
@@ -21,7 +20,13 @@ from pathlib import Path
 
 import httpx
 
-from fps_remote_kernels.launch import Server, free_port, front_server, remote_server
+from fps_remote_kernels.launch import (
+    Server,
+    end_process_group,
+    free_port,
+    front_server,
+    remote_server,
+)
 
 from .nginx import Nginx
 
@@ -98,16 +103,7 @@ class FakeRemoteProcess:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        end_process_group(process, signal.SIGTERM, timeout)
 
 
 def _single(server: Server | FakeRemoteProcess) -> Callable[[], list[int]]:

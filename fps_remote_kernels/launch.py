@@ -197,16 +197,7 @@ class Server:
         # jupyter_client and Enterprise Gateway start each kernel in a session of its own,
         # outside the server's group: note them now, end those the server leaves behind.
         descendants = _descendants(process.pid)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        end_process_group(process, signal.SIGTERM, timeout)
         # Kernels may outlive the server process itself: end whatever is left of the group.
         try:
             os.killpg(process.pid, signal.SIGKILL)
@@ -218,6 +209,22 @@ class Server:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def end_process_group(process: subprocess.Popen[bytes], first: signal.Signals,
+                      timeout: float) -> None:
+    """Send `first` to the process group of `process`, then SIGKILL if it has not exited
+    within `timeout` seconds."""
+    for sig in (first, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _start_time(pid: int) -> str | None:

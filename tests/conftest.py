@@ -18,6 +18,8 @@ from fps_remote_kernels.launch import (
     remote_server,
 )
 
+from .fault_proxy import BackgroundLoop
+
 # Every kind of remote the front supports. A test module runs against all of them with
 # `pytestmark = [..., ALL_KINDS]`; others get a Jupyverse remote.
 REMOTE_KINDS = {
@@ -28,6 +30,14 @@ REMOTE_KINDS = {
 }
 ALL_KINDS = pytest.mark.parametrize("remote_kind", list(REMOTE_KINDS), indirect=True,
                                     scope="session")
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[BackgroundLoop]:
+    """An event loop on a thread of its own, for fault proxies and fake remotes."""
+    background = BackgroundLoop()
+    yield background
+    background.close()
 
 
 @pytest.fixture(scope="session")

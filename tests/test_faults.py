@@ -65,13 +65,6 @@ def execute_request(code: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[BackgroundLoop]:
-    background = BackgroundLoop()
-    yield background
-    background.close()
-
-
-@pytest.fixture(scope="module")
 def proxy(loop: BackgroundLoop, remote: Server) -> Iterator[FaultProxy]:
     fault_proxy = FaultProxy(remote.port, loop=loop)
     yield fault_proxy

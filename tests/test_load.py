@@ -65,13 +65,6 @@ class Tally:
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[BackgroundLoop]:
-    background = BackgroundLoop()
-    yield background
-    background.close()
-
-
-@pytest.fixture(scope="module")
 def fake(loop: BackgroundLoop) -> Iterator[FakeKernelRemote]:
     remote = FakeKernelRemote(loop)
     yield remote

@@ -52,13 +52,6 @@ CHANNELS = ("shell", "control", "stdin", "iopub")
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[BackgroundLoop]:
-    background = BackgroundLoop()
-    yield background
-    background.close()
-
-
-@pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
 
