@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 from anyio import CancelScope, create_task_group, move_on_after
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketState
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -223,13 +224,14 @@ async def deny(websocket: WebSocket, error: RemoteKernelsError) -> None:
     await websocket.close(code=WS_POLICY_VIOLATION, reason=error.message[:120])
 
 
-def origin_allowed(websocket: WebSocket, allowed_origins: list[str]) -> bool:
-    """jupyter_server's check against cross-site WebSocket hijacking: a browser always sends
-    Origin; it must match the Host, or be allowed explicitly. Non-browser clients send none."""
-    origin = websocket.headers.get("origin")
+def origin_allowed(connection: HTTPConnection, allowed_origins: list[str]) -> bool:
+    """jupyter_server's check against cross-site requests (WebSocket hijacking, forms): a
+    browser always sends Origin; it must match the Host, or be allowed explicitly.
+    Non-browser clients send none."""
+    origin = connection.headers.get("origin")
     if origin is None or "*" in allowed_origins or origin in allowed_origins:
         return True
-    host = websocket.headers.get("host", "")
+    host = connection.headers.get("host", "")
     return origin.split("://", 1)[-1].rstrip("/").lower() == host.lower()
 
 

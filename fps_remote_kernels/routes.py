@@ -9,15 +9,15 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import structlog
-from fastapi import APIRouter, Depends, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from jupyverse_api import App
 from jupyverse_auth import Auth, User
@@ -43,7 +43,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,254}$")
 _MAX_BODY_BYTES = 1024 * 1024
 
 
-def answers_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Response]]:
+def answers_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, Any]]:
     """Turn a RemoteKernelsError raised by a route into its JSON answer."""
 
     @functools.wraps(method)
@@ -83,8 +83,7 @@ async def _json_object(request: Request, allowed_origins: list[str]) -> dict[str
     if content_type not in ("application/json", "text/plain"):
         raise RemoteKernelsError(415, "Content-Type must be application/json",
                                  "Unsupported Media Type")
-    if content_type == "text/plain" and not origin_allowed(cast(WebSocket, request),
-                                                           allowed_origins):
+    if content_type == "text/plain" and not origin_allowed(request, allowed_origins):
         raise RemoteKernelsError(403, "Cross-origin request refused (Origin "
                                  f"{request.headers.get('origin')!r} is not allowed)", "Forbidden")
     body = bytearray()

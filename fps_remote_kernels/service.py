@@ -81,7 +81,7 @@ class KernelService:
         several = len(self.order) > 1
         for name in self.order:
             specs = results.get(name)
-            if isinstance(specs, RemoteKernelsError):
+            if specs is None or isinstance(specs, RemoteKernelsError):
                 continue
             for spec_name, spec in specs["kernelspecs"].items():
                 if not isinstance(spec, dict) or not self._offered(name, spec_name):
@@ -144,7 +144,7 @@ class KernelService:
         models = []
         for name in self.order:
             found = results.get(name)
-            if isinstance(found, RemoteKernelsError):
+            if found is None or isinstance(found, RemoteKernelsError):
                 continue
             for model in found:
                 models.append({**model, "name": self.front_kernel_name(name, model.get("name"),
