@@ -280,29 +280,20 @@ def jupyter_server_remote(workdir: Path, *, port: int | None = None,
     under `workdir`, loopback only.
     """
     token = secrets.token_hex(16)
-    return Server(
-        name="jupyter-server",
-        kind="jupyter_server",
-        port=port or free_port(),
-        any_port=port is None,
-        token=token,
-        workdir=workdir,
-        args=list(extra or []),
-        command_override=[
-            sys.executable, "-m", "jupyter_server",
-            f"--IdentityProvider.token={token}",
-            "--ServerApp.ip=127.0.0.1",
-            "--ServerApp.port_retries=0",
-            "--ServerApp.open_browser=False",
-            "--ServerApp.allow_root=True",  # CI runs as root
-            "--ServerApp.allow_remote_access=False",
-            "--ServerApp.terminals_enabled=False",
-            f"--ServerApp.root_dir={workdir}",
-            "--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",
-            "--ZMQChannelsWebsocketConnection.iopub_msg_rate_limit=0",
-        ],
-        ready_path="api/kernelspecs",
-    )
+    command = [
+        sys.executable, "-m", "jupyter_server",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.allow_root=True",  # CI runs as root
+        "--ServerApp.allow_remote_access=False",
+        "--ServerApp.terminals_enabled=False",
+        f"--ServerApp.root_dir={workdir}",
+        "--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",
+        "--ZMQChannelsWebsocketConnection.iopub_msg_rate_limit=0",
+    ]
+    return _tornado_app("jupyter-server", "jupyter_server", token, workdir, port, extra, command)
 
 
 def kernel_gateway_remote(workdir: Path, list_kernels: bool = False, *,
@@ -326,17 +317,7 @@ def kernel_gateway_remote(workdir: Path, list_kernels: bool = False, *,
     ]
     if env_whitelist:
         command.append(f"--JupyterWebsocketPersonality.env_whitelist={env_whitelist!r}")
-    return Server(
-        name="kernel-gateway",
-        kind="kernel_gateway",
-        port=port or free_port(),
-        any_port=port is None,
-        token=token,
-        workdir=workdir,
-        args=list(extra or []),
-        command_override=command,
-        ready_path="api/kernelspecs",
-    )
+    return _tornado_app("kernel-gateway", "kernel_gateway", token, workdir, port, extra, command)
 
 
 def enterprise_gateway_remote(workdir: Path, list_kernels: bool = False, *,
@@ -369,9 +350,17 @@ def enterprise_gateway_remote(workdir: Path, list_kernels: bool = False, *,
     ]
     if client_envs:
         command.append(f"--EnterpriseGatewayApp.client_envs={client_envs!r}")
+    return _tornado_app("enterprise-gateway", "enterprise_gateway", token, workdir, port, extra,
+                        command)
+
+
+def _tornado_app(name: str, kind: str, token: str, workdir: Path, port: int | None,
+                 extra: list[str] | None, command: list[str]) -> Server:
+    """A jupyter_server-based remote: token in an Authorization header, ready when its
+    kernelspecs answer."""
     return Server(
-        name="enterprise-gateway",
-        kind="enterprise_gateway",
+        name=name,
+        kind=kind,
         port=port or free_port(),
         any_port=port is None,
         token=token,
