@@ -53,6 +53,7 @@ async def run_services_client(front: Server, remote: Server, protocol: str
     assert result.returncode == 0, (
         f"node exited with {result.returncode}:\n{output}\n"
         f"{result.stderr.decode(errors='replace')}\n--- front log ---\n{front.log_tail()}"
+        f"\n--- remote log ---\n{remote.log_tail()}"
     )
     return lines, json.loads(lines[-1])
 
