@@ -51,6 +51,10 @@ def answers_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[A
         try:
             return await method(*args, **kwargs)
         except RemoteKernelsError as e:
+            if e.status >= 500:
+                # The remote failed the request: operators see it in the front's log too.
+                logger.warning("Remote request failed", route=method.__name__,
+                               status=e.status, message=e.message)
             return e.response()
 
     return wrapper

@@ -261,8 +261,9 @@ async def test_slow_remote_answers_504_at_the_request_timeout(
     faulty_front: Server, client: httpx.AsyncClient, proxy: FaultProxy, kernel_id: str,
     remote: Server
 ) -> None:
-    """A remote slower than request_timeout gets 504 at that timeout, never a hang; the
-    front's own status keeps answering, and a kernel socket is refused rather than left open."""
+    """A remote slower than request_timeout gets 504 at that timeout, never a hang, and a
+    warning in the front's log; the front's own status keeps answering, and a kernel socket
+    is refused rather than left open."""
     proxy.slow(REQUEST_TIMEOUT + 4)
     started = time.monotonic()
     response = await client.get("/api/kernels")
@@ -271,6 +272,10 @@ async def test_slow_remote_answers_504_at_the_request_timeout(
     assert f"did not answer within {REQUEST_TIMEOUT} s" in response.json()["message"]
     assert REQUEST_TIMEOUT - 0.5 < elapsed < REQUEST_TIMEOUT + 3
     assert_no_secret(response, remote.token)
+    warning = [line for line in faulty_front.log_tail(200).splitlines()
+               if "Remote request failed" in line]
+    assert warning and "status=504" in warning[-1] and "did not answer" in warning[-1], (
+        faulty_front.log_tail())
 
     with anyio.fail_after(CONNECT_TIMEOUT + 5):
         status = (await client.get("/api/status")).json()
