@@ -16,6 +16,7 @@ from jupyverse_kernels import Kernels
 
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
+from .exitcode import exit_nonzero_on_failure
 from .remote import RemoteKernels
 from .routes import _RemoteKernels
 from .service import KernelService
@@ -34,6 +35,8 @@ class RemoteKernelsModule(Module):
         self._store: Store | None = None
 
     async def prepare(self) -> None:
+        # fps shares this list of failures between all modules (ours included) from now on.
+        exit_nonzero_on_failure(self._exceptions)
         self._refuse_local_kernels_module()
         if not self.config.all_remotes():
             raise ValueError(

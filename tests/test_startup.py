@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,30 +73,50 @@ def test_token_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
                                ).resolved_token() == "t"
 
 
-def run_until_exit(args: list[str], cwd: Path, timeout: float = 60) -> str:
+def run_until_exit(args: list[str], cwd: Path, timeout: float = 60, expected_status: int = 0
+                   ) -> str:
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                             start_new_session=True)
-    return result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode == expected_status, f"exit status {result.returncode}:\n{output}"
+    return output
 
 
 def test_front_with_fps_kernels_still_enabled_says_to_disable_it(tmp_path: Path) -> None:
-    """Enabling fps-kernels next to this plugin stops start-up with `--disable kernels` advice."""
+    """Enabling fps-kernels next to this plugin stops start-up with `--disable kernels` advice
+    and exit status 1."""
     wanted = FRONT_API_PLUGINS | {"kernels", "kernel_subprocess", "file_watcher"}
     output = run_until_exit([
         JUPYVERSE, "--port", str(free_port()), *disabled_except(wanted),
         "--set", f"auth.directory={tmp_path / 'auth'}",
         "--set", "remote_kernels.url=http://127.0.0.1:9/",
-    ], tmp_path)
+    ], tmp_path, expected_status=1)
     assert "add --disable kernels" in output
 
 
 def test_front_without_url_says_url_is_required(tmp_path: Path) -> None:
-    """A front started without `remote_kernels.url` stops and says the option is required."""
+    """A front started without `remote_kernels.url` stops, says the option is required and
+    exits with status 1."""
     output = run_until_exit([
         JUPYVERSE, "--port", str(free_port()), *disabled_except(FRONT_API_PLUGINS),
         "--set", f"auth.directory={tmp_path / 'auth'}",
-    ], tmp_path)
+    ], tmp_path, expected_status=1)
     assert "remote_kernels.url is required" in output
+
+
+def test_front_whose_port_is_taken_exits_with_status_1(tmp_path: Path) -> None:
+    """Any module failing at start-up (here the HTTP server: port taken) gives exit status 1,
+    which fps alone turns into 0."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        output = run_until_exit([
+            JUPYVERSE, "--port", str(taken.getsockname()[1]),
+            *disabled_except(FRONT_API_PLUGINS),
+            "--set", f"auth.directory={tmp_path / 'auth'}",
+            "--set", "remote_kernels.url=http://127.0.0.1:9/",
+        ], tmp_path, expected_status=1)
+    assert "Address already in use" in output
 
 
 def test_help_all_describes_every_option() -> None:
