@@ -39,9 +39,11 @@ _DATE = "2025-01-01T00:00:00.000000Z"
 def _response(status: int, body: Any, headers: list[tuple[str, str]] | None = None
               ) -> Response:
     payload = json.dumps(body).encode()
+    # websockets closes the connection after an answer to a plain HTTP request: say so, or a
+    # client may send its next request on a connection that is closing.
     return Response(status, HTTPStatus(status).phrase, Headers([
         ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
-        *(headers or []),
+        ("Connection", "close"), *(headers or []),
     ]), payload)
 
 

@@ -54,7 +54,10 @@ class Target:
         self.http = httpx.AsyncClient(base_url=self.base, timeout=60,
                                       limits=httpx.Limits(max_keepalive_connections=20))
         response = await self.http.get(self.login_path, params={"token": self.token})
-        response.raise_for_status()
+        if response.status_code >= 400:
+            # The body says why (e.g. the front's message naming an unreachable remote).
+            raise RuntimeError(f"{self.name}: logging in to {self.base} answered "
+                               f"{response.status_code}: {response.text[:500]}")
         value = self.http.cookies.get(COOKIE)
         if value:
             self.cookie = f"{COOKIE}={value}"

@@ -18,6 +18,7 @@ from .config import RemoteConfig, RemoteKernelsConfig
 from .errors import (
     RemoteKernelsError,
     bad_gateway,
+    connection_dropped,
     mapped_transport_errors,
     not_found,
     timed_out,
@@ -29,6 +30,9 @@ logger = structlog.get_logger()
 
 # Jupyverse (fps-auth) keeps its session in this cookie; its kernel WebSocket accepts nothing else.
 JUPYVERSE_AUTH_COOKIE = "fastapiusersauth"
+# Seconds an idle connection to the remote stays in the pool: under the 5 s after which
+# anycorn (Jupyverse) and uvicorn close idle connections.
+_KEEPALIVE_EXPIRY = 4.0
 
 
 class RemoteClient:
@@ -58,8 +62,11 @@ class RemoteClient:
             timeout=httpx.Timeout(config.request_timeout, connect=config.connect_timeout),
             verify=self._ssl_context,
             follow_redirects=False,
-            # Many browser tabs poll the same lists: keep connections warm.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+            # Many browser tabs poll the same lists: keep connections warm, but not for as long
+            # as servers keep them (anycorn and uvicorn close idle ones after 5 s): reusing a
+            # connection the remote is closing at that moment fails the request.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50,
+                                keepalive_expiry=_KEEPALIVE_EXPIRY),
         )
         self._login_lock = anyio.Lock()
         self._auth_generation = 0
@@ -92,7 +99,7 @@ class RemoteClient:
         for attempt in range(2):
             generation = self._auth_generation
             async with mapped_transport_errors(self.name, request_timeout):
-                response = await self._http.request(
+                response = await self._send(
                     method,
                     path,
                     json=json,
@@ -168,7 +175,21 @@ class RemoteClient:
 
     async def _get_plain(self, path: str) -> httpx.Response:
         async with mapped_transport_errors(self.name, self.config.request_timeout):
-            return await self._http.get(path, headers=self._auth_headers())
+            return await self._send("GET", path, headers=self._auth_headers())
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request; a safe one (GET, HEAD) is sent again, once, when the connection
+        drops before the answer: a kept-alive connection the remote closed while it sat in
+        the pool fails that way, and a browser retries then too. Other methods are not
+        repeated: the remote may have acted on them."""
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+            if method not in ("GET", "HEAD") or not connection_dropped(e):
+                raise
+            logger.debug("Connection to the remote dropped; sending again", remote=self.name,
+                         method=method)
+            return await self._http.request(method, path, **kwargs)
 
     def _refused(self, response: httpx.Response) -> bool:
         statuses = self.kind.refusal_statuses if self.kind is not None else (401, 403)
@@ -190,8 +211,9 @@ class RemoteClient:
                 return  # another request logged in meanwhile
             self._http.cookies.clear()
             async with mapped_transport_errors(self.name, self.config.request_timeout):
-                response = await self._http.get(
-                    "api/status", params={"token": self._token}, headers=self._auth_headers()
+                response = await self._send(
+                    "GET", "api/status", params={"token": self._token},
+                    headers=self._auth_headers(),
                 )
             self._auth_generation += 1
             if response.status_code == 200 and self._http.cookies.get(JUPYVERSE_AUTH_COOKIE):

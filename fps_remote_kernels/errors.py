@@ -61,7 +61,7 @@ async def mapped_transport_errors(remote: str, timeout: float | None) -> AsyncIt
     except httpx.ConnectError as e:
         raise unreachable(remote, _describe(e)) from None
     except httpx.RemoteProtocolError as e:
-        if not _connection_lost(e):
+        if not connection_dropped(e):
             raise bad_gateway(remote, f"invalid answer ({_describe(e)})") from None
         raise unreachable(remote, f"connection lost ({_describe(e)})") from None
     except (httpx.ReadError, httpx.WriteError) as e:
@@ -72,9 +72,12 @@ async def mapped_transport_errors(remote: str, timeout: float | None) -> AsyncIt
         raise unreachable(remote, _describe(e)) from None
 
 
-def _connection_lost(e: httpx.RemoteProtocolError) -> bool:
-    # httpcore's and h11's words for a connection closed before or during the answer;
-    # any other protocol error is an answer that is not HTTP (garbage: 502).
+def connection_dropped(e: httpx.TransportError) -> bool:
+    """Whether the connection was closed or reset before or during the answer (rather than
+    the remote answering something that is not HTTP, which is garbage: 502)."""
+    if isinstance(e, (httpx.ReadError, httpx.WriteError)):
+        return True
+    # httpcore's and h11's words for a connection closed before or during the answer.
     text = str(e).lower()
     return "disconnected" in text or "closed connection" in text
 

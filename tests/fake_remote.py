@@ -244,5 +244,8 @@ def _reply(request: dict[str, Any], channel: str, msg_type: str,
 
 def _json_response(status: HTTPStatus, body: Any) -> Response:
     data = json.dumps(body).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    # websockets closes the connection after an answer to a plain HTTP request: say so, or a
+    # client may send its next request on a connection that is closing.
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                       ("Connection", "close")])
     return Response(status.value, status.phrase, headers, data)

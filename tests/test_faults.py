@@ -220,8 +220,29 @@ async def test_cut_while_streaming_closes_the_socket_then_reconnecting_resumes(
 async def test_connection_cut_mid_request_answers_503_not_502(
     client: httpx.AsyncClient, proxy: FaultProxy, kernel_id: str
 ) -> None:
-    """A connection that drops while the front waits for an answer is 503 "unreachable"
-    (JupyterLab polls again) rather than 502 (which JupyterLab takes for a dead kernel)."""
+    """A connection that drops while the front waits for the answer to a request it must not
+    send twice (POST) is 503 "connection lost" (JupyterLab polls again), not 502 (which
+    JupyterLab takes for a dead kernel)."""
+    proxy.stall()
+    held = proxy.held_chunks
+    async with anyio.create_task_group() as tg:
+        answers: list[httpx.Response] = []
+
+        async def ask() -> None:
+            answers.append(await client.post(f"/api/kernels/{kernel_id}/interrupt"))
+
+        tg.start_soon(ask)
+        await wait_until(lambda: proxy.held_chunks > held, 10, "the request reached the proxy")
+        proxy.cut()
+    assert answers[0].status_code == 503, answers[0].text
+    assert "connection lost" in answers[0].json()["message"]
+
+
+async def test_get_whose_connection_drops_is_sent_again_once(
+    client: httpx.AsyncClient, proxy: FaultProxy, kernel_id: str
+) -> None:
+    """A GET whose connection to the remote drops before the answer (as a kept-alive
+    connection the remote closes at that moment does) is sent again and answered 200."""
     proxy.stall()
     held = proxy.held_chunks
     async with anyio.create_task_group() as tg:
@@ -233,8 +254,9 @@ async def test_connection_cut_mid_request_answers_503_not_502(
         tg.start_soon(ask)
         await wait_until(lambda: proxy.held_chunks > held, 10, "the request reached the proxy")
         proxy.cut()
-    assert answers[0].status_code == 503, answers[0].text
-    assert "connection lost" in answers[0].json()["message"]
+        proxy.resume()
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["id"] == kernel_id
 
 
 # ---------------------------------------------------------------- stalls and slowness
