@@ -51,7 +51,7 @@ def answers_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[A
         try:
             return await method(*args, **kwargs)
         except RemoteKernelsError as e:
-            if e.status >= 500:
+            if e.status in (502, 503, 504):
                 # The remote failed the request: operators see it in the front's log too.
                 logger.warning("Remote request failed", route=method.__name__,
                                status=e.status, message=e.message)
