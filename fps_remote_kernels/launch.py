@@ -259,15 +259,17 @@ def _descendants(pid: int) -> dict[int, str]:
     return found
 
 
-def remote_server(workdir: Path, port: int | None = None, extra: list[str] | None = None
-                  ) -> Server:
-    """A kernels-only Jupyverse: what the front talks to."""
+def remote_server(workdir: Path, port: int | None = None, extra: list[str] | None = None,
+                  *, with_plugin: bool = False) -> Server:
+    """A kernels-only Jupyverse: what the front talks to. `with_plugin`: with this package's
+    module loaded too (no url), which lifts the remote's limit of 15 kernel WebSockets."""
+    plugins = REMOTE_PLUGINS | {"remote_kernels"} if with_plugin else REMOTE_PLUGINS
     return Server(
         name="remote",
         port=port or free_port(),
         token=secrets.token_hex(16),
         workdir=workdir,
-        args=[*disabled_except(REMOTE_PLUGINS), *(extra or [])],
+        args=[*disabled_except(plugins), *(extra or [])],
     )
 
 

@@ -21,6 +21,7 @@ from .remote import RemoteKernels
 from .routes import _RemoteKernels
 from .service import KernelService
 from .store import Store, default_store_path
+from .wsauth import authorize_at_handshake_only
 
 logger = structlog.get_logger()
 
@@ -37,7 +38,18 @@ class RemoteKernelsModule(Module):
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
         exit_nonzero_on_failure(self._exceptions)
-        self._refuse_local_kernels_module()
+        local = self._local_kernels_module()
+        if local is not None:
+            if not self.config.all_remotes():
+                # Installed on the server that runs the kernels: nothing to proxy, but its
+                # kernel WebSockets get the front's handshake-only authentication.
+                await self._authorize_local_kernel_sockets_at_handshake()
+                return
+            raise RuntimeError(
+                "fps-kernels and fps-remote-kernels both serve /api/kernels: "
+                "add --disable kernels to run kernels on the remote "
+                f"(or remove the '{local.name}' module from the configuration)"
+            )
         if not self.config.all_remotes():
             raise ValueError(
                 "remote_kernels.url is required: the URL of the server that runs the kernels, "
@@ -99,15 +111,28 @@ class RemoteKernelsModule(Module):
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
 
-    def _refuse_local_kernels_module(self) -> None:
+    def _local_kernels_module(self) -> Module | None:
+        """The fps-kernels module next to this one, if any."""
         siblings = self.parent.modules.values() if self.parent is not None else ()
         for module in siblings:
             if module is not self and type(module).__module__.startswith("fps_kernels."):
-                raise RuntimeError(
-                    "fps-kernels and fps-remote-kernels both serve /api/kernels: "
-                    "add --disable kernels to run kernels on the remote "
-                    f"(or remove the '{module.name}' module from the configuration)"
-                )
+                return module
+        return None
+
+    async def _authorize_local_kernel_sockets_at_handshake(self) -> None:
+        # fps-kernels' WebSocket route holds one of fps-auth's 15 pooled database connections
+        # per open socket: the 16th kernel socket of the server (all fronts and users
+        # together) would wait 30 s and fail, and so would every REST request meanwhile.
+        app = await self.get(App)
+        kernels = await self.get(Kernels)  # type: ignore[type-abstract]
+        fastapi_app = getattr(app, "_app", None)
+        router = getattr(fastapi_app, "router", None)
+        if router is not None and authorize_at_handshake_only(router, kernels.kernel_channels):
+            logger.info("No remote_kernels.url: fps-kernels runs the kernels here; kernel "
+                        "WebSockets are authenticated at the handshake only")
+        else:
+            logger.warning("No remote_kernels.url: fps-kernels runs the kernels here, and its "
+                           "kernel WebSockets keep their database connection while open")
 
     def _allowed_origins(self) -> list[str]:
         # Jupyverse's --allow-origin lives in the parent module's configuration.

@@ -32,10 +32,12 @@ def authorize_at_handshake_only(router: APIRouter, handler: Handler) -> bool:
     """Replace the kernel channels route of `router` by one that runs the same auth
     dependency only for the handshake, then calls `handler(kernel_id, session_id,
     websocket_permissions)`. False (and nothing changed) if that is not possible."""
+    holder = _router_holding_channels(router)
+    if holder is None:
+        return False
+    router = holder
     found = [(i, r) for i, r in enumerate(router.routes)
              if isinstance(r, APIWebSocketRoute) and r.path == KERNEL_CHANNELS_PATH]
-    if not found:
-        return False
     index, route = found[0]
     auth = next((d for d in route.dependant.dependencies if d.name == _AUTH_PARAMETER), None)
     if auth is None or not _resolvable(auth):
@@ -48,7 +50,26 @@ def authorize_at_handshake_only(router: APIRouter, handler: Handler) -> bool:
 
     router.add_api_websocket_route(KERNEL_CHANNELS_PATH, kernel_channels)
     router.routes[index] = router.routes.pop()
+    # FastAPI caches the routes of an included router by a version number.
+    mark_changed = getattr(router, "_mark_routes_changed", None)
+    if callable(mark_changed):
+        mark_changed()
     return True
+
+
+def _router_holding_channels(router: APIRouter) -> APIRouter | None:
+    """`router`, or the router included in it (an app's routers are included once the server
+    runs the kernels itself), that defines the kernel channels route."""
+    for route in router.routes:
+        if isinstance(route, APIWebSocketRoute) and route.path == KERNEL_CHANNELS_PATH:
+            return router
+        # FastAPI keeps an included router whole, as `original_router`.
+        included = getattr(route, "original_router", None)
+        if isinstance(included, APIRouter):
+            holder = _router_holding_channels(included)
+            if holder is not None:
+                return holder
+    return None
 
 
 def _resolvable(dependant: Any) -> bool:

@@ -32,7 +32,9 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = args.workdir.resolve()
-    remote = remote_server(workdir / "remote", port=port_or_free(args.remote_port))
+    # With this package loaded on the remote too, as the README recommends for Jupyverse.
+    remote = remote_server(workdir / "remote", port=port_or_free(args.remote_port),
+                           with_plugin=True)
     front = front_server(workdir / "front", remote.url, remote.token, ui=True,
                          port=port_or_free(args.front_port))
     try:
