@@ -29,7 +29,7 @@ def exit_nonzero_on_failure(failures: Sequence[BaseException]) -> None:
 
 
 def _exit_if_failed(failures: Sequence[BaseException]) -> None:
-    if not [e for e in failures if not _slow_stop(e)]:
+    if all(_slow_stop(e) for e in failures):
         return
     # os._exit skips the handlers registered before this one (logging's among them).
     logging.shutdown()
