@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
 import anyio
 import httpx
@@ -217,25 +217,36 @@ async def test_cut_while_streaming_closes_the_socket_then_reconnecting_resumes(
         await again.close()
 
 
+async def answer_after_cut(proxy: FaultProxy, request: Awaitable[httpx.Response], *,
+                           resume: bool) -> httpx.Response:
+    """The front's answer to `request` when the connection carrying it to the remote is cut
+    while the front waits; with `resume`, the network works again right after the cut."""
+    proxy.stall()
+    held = proxy.held_chunks
+    answers: list[httpx.Response] = []
+
+    async def ask() -> None:
+        answers.append(await request)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ask)
+        await wait_until(lambda: proxy.held_chunks > held, 10, "the request reached the proxy")
+        proxy.cut()
+        if resume:
+            proxy.resume()
+    return answers[0]
+
+
 async def test_connection_cut_mid_request_answers_503_not_502(
     client: httpx.AsyncClient, proxy: FaultProxy, kernel_id: str
 ) -> None:
     """A connection that drops while the front waits for the answer to a request it must not
     send twice (POST) is 503 "connection lost" (JupyterLab polls again), not 502 (which
     JupyterLab takes for a dead kernel)."""
-    proxy.stall()
-    held = proxy.held_chunks
-    async with anyio.create_task_group() as tg:
-        answers: list[httpx.Response] = []
-
-        async def ask() -> None:
-            answers.append(await client.post(f"/api/kernels/{kernel_id}/interrupt"))
-
-        tg.start_soon(ask)
-        await wait_until(lambda: proxy.held_chunks > held, 10, "the request reached the proxy")
-        proxy.cut()
-    assert answers[0].status_code == 503, answers[0].text
-    assert "connection lost" in answers[0].json()["message"]
+    answer = await answer_after_cut(
+        proxy, client.post(f"/api/kernels/{kernel_id}/interrupt"), resume=False)
+    assert answer.status_code == 503, answer.text
+    assert "connection lost" in answer.json()["message"]
 
 
 async def test_get_whose_connection_drops_is_sent_again_once(
@@ -243,20 +254,9 @@ async def test_get_whose_connection_drops_is_sent_again_once(
 ) -> None:
     """A GET whose connection to the remote drops before the answer (as a kept-alive
     connection the remote closes at that moment does) is sent again and answered 200."""
-    proxy.stall()
-    held = proxy.held_chunks
-    async with anyio.create_task_group() as tg:
-        answers: list[httpx.Response] = []
-
-        async def ask() -> None:
-            answers.append(await client.get(f"/api/kernels/{kernel_id}"))
-
-        tg.start_soon(ask)
-        await wait_until(lambda: proxy.held_chunks > held, 10, "the request reached the proxy")
-        proxy.cut()
-        proxy.resume()
-    assert answers[0].status_code == 200, answers[0].text
-    assert answers[0].json()["id"] == kernel_id
+    answer = await answer_after_cut(proxy, client.get(f"/api/kernels/{kernel_id}"), resume=True)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == kernel_id
 
 
 # ---------------------------------------------------------------- stalls and slowness
