@@ -28,6 +28,7 @@ from .frames import (
     refuse_text_on_v1,
     v1_to_legacy,
 )
+from .observers import ChannelsObserver
 
 logger = structlog.get_logger()
 
@@ -78,12 +79,14 @@ class KernelChannelsBridge:
     """One client kernel WebSocket joined to one upstream kernel WebSocket."""
 
     def __init__(self, websocket: WebSocket, client: RemoteClient, kernel_id: str,
-                 session_id: str, kernel_exists: Callable[[], Awaitable[object]]) -> None:
+                 session_id: str, kernel_exists: Callable[[], Awaitable[object]],
+                 observers: tuple[ChannelsObserver, ...] = ()) -> None:
         self.websocket = websocket
         self.client = client
         self.kernel_id = kernel_id
         self.session_id = session_id
         self.kernel_exists = kernel_exists
+        self.observers = observers
         self._scope = CancelScope()
         self._shutting_down = False
 
@@ -140,9 +143,15 @@ class KernelChannelsBridge:
         logger.info("Kernel channels opened", kernel_id=self.kernel_id,
                     subprotocol=wire.client_protocol or "legacy",
                     upstream_subprotocol=upstream.subprotocol or "legacy")
-        async with create_task_group() as tg:
-            tg.start_soon(self._client_to_upstream, upstream, wire, tg.cancel_scope)
-            tg.start_soon(self._upstream_to_client, upstream, wire, tg.cancel_scope)
+        for observer in self.observers:
+            observer.opened(self.kernel_id, self.session_id)
+        try:
+            async with create_task_group() as tg:
+                tg.start_soon(self._client_to_upstream, upstream, wire, tg.cancel_scope)
+                tg.start_soon(self._upstream_to_client, upstream, wire, tg.cancel_scope)
+        finally:
+            for observer in self.observers:
+                observer.closed(self.kernel_id, self.session_id)
         logger.info("Kernel channels closed", kernel_id=self.kernel_id)
 
     async def _client_to_upstream(self, upstream: ClientConnection, wire: Wire,
@@ -150,6 +159,7 @@ class KernelChannelsBridge:
         # The raw ASGI callables: Starlette's WebSocket.receive/send re-check the connection
         # state on every frame, which the bridge already knows (accepted, not yet closed).
         receive = self.websocket._receive
+        observers, kernel_id = self.observers, self.kernel_id
         try:
             while True:
                 message = await receive()
@@ -169,6 +179,8 @@ class KernelChannelsBridge:
                                    problem=str(e))
                     await self._close_client(WS_INVALID_PAYLOAD, f"Malformed frame: {e}")
                     return
+                for observer in observers:
+                    observer.to_kernel(kernel_id, frame)
                 await upstream.send(frame)
         except ConnectionClosed:
             pass  # the other pump reports the upstream's close code to the client
@@ -179,9 +191,12 @@ class KernelChannelsBridge:
                                   scope: CancelScope) -> None:
         send = self.websocket._send  # raw ASGI, as in _client_to_upstream
         to_client = wire.to_client
+        observers, kernel_id = self.observers, self.kernel_id
         try:
             while True:
                 data = await upstream.recv()
+                for observer in observers:
+                    observer.from_kernel(kernel_id, data)
                 if to_client is not None and isinstance(data, bytes):
                     data = to_client(data)
                 if isinstance(data, bytes):

@@ -25,6 +25,7 @@ from jupyverse_kernels import Kernels
 
 from .bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
 from .errors import RemoteKernelsError, bad_request, not_found
+from .observers import Observers
 from .service import KernelService, check_env
 from .wsauth import authorize_at_handshake_only
 
@@ -148,6 +149,8 @@ class _RemoteKernels(Kernels):
         self.shutdown_kernels_on_stop = shutdown_kernels_on_stop
         self._app_ref = app
         self._bridges: set[KernelChannelsBridge] = set()
+        # Capabilities that watch kernel traffic register here (activity, metrics, ...).
+        self.observers = Observers()
         super().__init__(app=app, auth=auth)
 
     def include_router(self, router: APIRouter, **kwargs: Any) -> None:
@@ -360,7 +363,8 @@ class _RemoteKernels(Kernels):
         # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing:
         # the bridge checks that the kernel exists while it opens the upstream socket.
         bridge = KernelChannelsBridge(websocket, remote.client, kernel_id, session_id,
-                                      kernel_exists=partial(remote.kernel, kernel_id))
+                                      kernel_exists=partial(remote.kernel, kernel_id),
+                                      observers=self.observers.all)
         self._bridges.add(bridge)
         try:
             await bridge.run()
