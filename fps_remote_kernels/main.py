@@ -21,6 +21,7 @@ from .remote import RemoteKernels
 from .routes import _RemoteKernels
 from .service import KernelService
 from .store import Store, default_store_path
+from .unread_body import CloseAfterUnreadBody
 from .wsauth import authorize_at_handshake_only
 
 logger = structlog.get_logger()
@@ -57,6 +58,8 @@ class RemoteKernelsModule(Module):
             )
         self.put(self.config, RemoteKernelsConfig)
         app = await self.get(App)
+        # An early answer (413, 415, auth refusal) must not leave a connection hanging.
+        app.add_middleware(CloseAfterUnreadBody)
         auth = await self.get(Auth)  # type: ignore[type-abstract]
         auth_config = await self.get(AuthConfig)
         frontend_config = await self.get(FrontendConfig)
