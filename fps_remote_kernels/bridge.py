@@ -29,6 +29,7 @@ from .frames import (
     v1_to_legacy,
 )
 from .observers import ChannelsObserver
+from .replay import AwaySession, ReplayBuffers
 
 logger = structlog.get_logger()
 
@@ -40,6 +41,8 @@ WS_GOING_AWAY = 1001
 # front that stops (to restart or upgrade) says 1012 Service Restart, so clients come back.
 WS_SERVICE_RESTART = 1012
 WS_SERVER_ERROR = 1011
+# What the server reports when the client's connection ended without a close frame.
+WS_ABNORMAL_CLOSURE = 1006
 _CLEANUP_SECONDS = 2.0
 
 Frame = str | bytes
@@ -80,13 +83,16 @@ class KernelChannelsBridge:
 
     def __init__(self, websocket: WebSocket, client: RemoteClient, kernel_id: str,
                  session_id: str, kernel_exists: Callable[[], Awaitable[object]],
-                 observers: tuple[ChannelsObserver, ...] = ()) -> None:
+                 observers: tuple[ChannelsObserver, ...] = (),
+                 replay: ReplayBuffers | None = None) -> None:
         self.websocket = websocket
         self.client = client
         self.kernel_id = kernel_id
         self.session_id = session_id
         self.kernel_exists = kernel_exists
         self.observers = observers
+        self.replay = replay
+        self._client_vanished = False
         self._scope = CancelScope()
         self._shutting_down = False
 
@@ -98,7 +104,14 @@ class KernelChannelsBridge:
     async def run(self) -> None:
         with self._scope:
             offered = list(self.websocket.scope.get("subprotocols") or [])
-            upstream, refusal = await self._open_upstream(offered)
+            away = (await self.replay.claim(self.kernel_id, self.session_id)
+                    if self.replay is not None else None)
+            upstream: ClientConnection | None
+            refusal: RemoteKernelsError | None = None
+            if away is not None:
+                upstream = away.upstream
+            else:
+                upstream, refusal = await self._open_upstream(offered)
             if upstream is None or refusal is not None:
                 if upstream is not None:
                     with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
@@ -106,11 +119,17 @@ class KernelChannelsBridge:
                 assert refusal is not None
                 await deny(self.websocket, refusal)
                 return
+            kept = False
             try:
-                await self._relay(upstream, choose_wire(offered, upstream.subprotocol))
+                await self._relay(upstream, choose_wire(offered, upstream.subprotocol),
+                                  list(away.frames) if away else [])
+                if self._client_vanished and self.replay is not None and self.replay.enabled:
+                    kept = await self.replay.keep_while_away(
+                        AwaySession(self.kernel_id, self.session_id, upstream), self.observers)
             finally:
-                with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
-                    await upstream.close()
+                if not kept:
+                    with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
+                        await upstream.close()
         if self._shutting_down:
             with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
                 await self._close_client(WS_SERVICE_RESTART, "Server shutting down")
@@ -138,11 +157,18 @@ class KernelChannelsBridge:
                 refusals["connect"] = e
         return upstream, refusals.get("check") or refusals.get("connect")
 
-    async def _relay(self, upstream: ClientConnection, wire: Wire) -> None:
+    async def _relay(self, upstream: ClientConnection, wire: Wire, replayed: list[Frame]
+                     ) -> None:
         await self.websocket.accept(subprotocol=wire.client_protocol)
         logger.info("Kernel channels opened", kernel_id=self.kernel_id,
                     subprotocol=wire.client_protocol or "legacy",
-                    upstream_subprotocol=upstream.subprotocol or "legacy")
+                    upstream_subprotocol=upstream.subprotocol or "legacy",
+                    replayed=len(replayed))
+        try:
+            for data in replayed:  # before the live stream: in order, once
+                await self._send_to_client(wire, data)
+        except (OSError, RuntimeError, FrameError):
+            return
         for observer in self.observers:
             observer.opened(self.kernel_id, self.session_id)
         try:
@@ -164,6 +190,12 @@ class KernelChannelsBridge:
             while True:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
+                    logger.info("Kernel client left", kernel_id=self.kernel_id,
+                                code=message.get("code"))
+                    if message.get("code") == WS_ABNORMAL_CLOSURE:
+                        # Gone without a close frame (network blip): it may come back.
+                        self._client_vanished = True
+                        return
                     # The client left: end the upstream leg normally, keeping a meaningful code.
                     code = close_code_for_client(message.get("code"))
                     await upstream.close(code=1000 if code == WS_SERVER_ERROR else code)
@@ -217,6 +249,14 @@ class KernelChannelsBridge:
             pass  # the client is gone; its pump sees the disconnect
         finally:
             scope.cancel()
+
+    async def _send_to_client(self, wire: Wire, data: Frame) -> None:
+        if wire.to_client is not None and isinstance(data, bytes):
+            data = wire.to_client(data)
+        if isinstance(data, bytes):
+            await self.websocket._send({"type": "websocket.send", "bytes": data})
+        else:
+            await self.websocket._send({"type": "websocket.send", "text": data})
 
     async def _close_client(self, code: int, reason: str) -> None:
         if self.websocket.application_state == WebSocketState.CONNECTED:

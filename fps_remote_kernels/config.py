@@ -242,6 +242,31 @@ class RemoteKernelsConfig(_RemoteConnection):
             "<Jupyter data dir>/fps_remote_kernels/sessions.sqlite."
         ),
     )
+    replay_grace_period: float = Field(
+        default=120.0,
+        description=(
+            "Seconds a kernel WebSocket whose client went away without a close frame (Wi-Fi "
+            "drop, sleep) stays open upstream, buffering what the kernel sends for that "
+            "session; a client that comes back with the same session_id in time gets it "
+            "replayed, in order, before the live stream (as jupyter_server does for its own "
+            "kernels). JupyterLab's first six reconnect attempts span at most 63 s. 0 disables."
+        ),
+    )
+    replay_buffer_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        description="Most bytes buffered for one away session; over it the buffer is dropped.",
+    )
+    replay_buffer_messages: int = Field(
+        default=100_000,
+        description="Most messages buffered for one away session; over it the buffer is dropped.",
+    )
+    replay_total_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        description=(
+            "Most bytes buffered for all away sessions together; a session whose message would "
+            "go over it has its buffer dropped."
+        ),
+    )
     shutdown_kernels_on_stop: bool = Field(
         default=False,
         description=(
@@ -260,11 +285,18 @@ class RemoteKernelsConfig(_RemoteConnection):
             raise ValueError("must be a positive number of seconds")
         return value
 
-    @field_validator("kernelspecs_cache_ttl")
+    @field_validator("kernelspecs_cache_ttl", "replay_grace_period")
     @classmethod
     def _check_not_negative(cls, value: float) -> float:
         if value < 0:
             raise ValueError("must be zero or a positive number of seconds")
+        return value
+
+    @field_validator("replay_buffer_bytes", "replay_buffer_messages", "replay_total_bytes")
+    @classmethod
+    def _check_positive_count(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a positive number")
         return value
 
     @field_validator("remote_name")

@@ -18,6 +18,7 @@ from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
 from .exitcode import exit_nonzero_on_failure
 from .remote import RemoteKernels
+from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
 from .service import KernelService
 from .store import Store, default_store_path
@@ -82,6 +83,9 @@ class RemoteKernelsModule(Module):
             self._allowed_origins(),
             kernel_username_of(getattr(auth_config, "mode", "token"), self.config.kernel_username),
             self.config.shutdown_kernels_on_stop,
+            ReplayBuffers(ReplayLimits(
+                self.config.replay_grace_period, self.config.replay_buffer_bytes,
+                self.config.replay_buffer_messages, self.config.replay_total_bytes)),
         )
         self.put(self.kernels, Kernels)
         # The front starts even when the remotes are down: nothing is asked of them here.

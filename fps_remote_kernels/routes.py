@@ -26,6 +26,7 @@ from jupyverse_kernels import Kernels
 from .bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
 from .errors import RemoteKernelsError, bad_request, not_found
 from .observers import Observers
+from .replay import ReplayBuffers
 from .service import KernelService, check_env
 from .wsauth import authorize_at_handshake_only
 
@@ -140,6 +141,7 @@ class _RemoteKernels(Kernels):
         allowed_origins: list[str],
         kernel_username: Callable[[User], str],
         shutdown_kernels_on_stop: bool = False,
+        replay: ReplayBuffers | None = None,
     ) -> None:
         self._auth = auth
         self.service = service
@@ -147,6 +149,7 @@ class _RemoteKernels(Kernels):
         self.allowed_origins = allowed_origins
         self.kernel_username = kernel_username
         self.shutdown_kernels_on_stop = shutdown_kernels_on_stop
+        self.replay = replay
         self._app_ref = app
         self._bridges: set[KernelChannelsBridge] = set()
         # Capabilities that watch kernel traffic register here (activity, metrics, ...).
@@ -364,7 +367,7 @@ class _RemoteKernels(Kernels):
         # the bridge checks that the kernel exists while it opens the upstream socket.
         bridge = KernelChannelsBridge(websocket, remote.client, kernel_id, session_id,
                                       kernel_exists=partial(remote.kernel, kernel_id),
-                                      observers=self.observers.all)
+                                      observers=self.observers.all, replay=self.replay)
         self._bridges.add(bridge)
         try:
             await bridge.run()

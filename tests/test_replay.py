@@ -1,0 +1,179 @@
+"""A client whose connection blips (no close frame) and comes back with the same session_id
+gets what the kernel sent meanwhile, in order and once, on every kind of remote; past the
+grace period or the buffer's bounds the buffer is dropped, logged, and a fresh socket works.
+
+The client reaches the front through a TCP fault proxy, which cuts its connection as a Wi-Fi
+drop does: the front sees the TCP connection end without a WebSocket close frame."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from fps_remote_kernels.launch import Server, front_server
+
+from .conftest import ALL_KINDS, cookie_header
+from .fault_proxy import BackgroundLoop, FaultProxy
+from .harness import login, wait_until
+from .kernel_client import Execution, KernelConnection, make_message
+
+pytestmark = [pytest.mark.anyio, ALL_KINDS]
+
+LINES = 40
+PAUSE = 0.1
+CELL = f"import time\nfor i in range({LINES}):\n    print(i, flush=True)\n    time.sleep({PAUSE})"
+
+
+@pytest.fixture(scope="module")
+def replay_front(remote: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """An API-only front with a short grace period and small per-session bounds."""
+    server = front_server(tmp_path_factory.mktemp("replay-front"), remote.url, remote.token,
+                          extra=["--set", "remote_kernels.replay_grace_period=4",
+                                 "--set", "remote_kernels.replay_buffer_messages=200"]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client_proxy(loop: BackgroundLoop, replay_front: Server) -> Iterator[FaultProxy]:
+    """The client's network: a TCP proxy between the client and the front."""
+    proxy = FaultProxy(replay_front.port, loop=loop)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+async def kernel(replay_front: Server) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    api = await login(replay_front)
+    response = await api.post("/api/kernels", json={"name": "python3"})
+    assert response.status_code == 201, response.text
+    kernel_id = response.json()["id"]
+    yield api, kernel_id
+    await api.delete(f"/api/kernels/{kernel_id}")
+    await api.aclose()
+
+
+async def _open(proxy: FaultProxy, api: httpx.AsyncClient, kernel_id: str,
+                session: str) -> KernelConnection:
+    url = f"ws://127.0.0.1:{proxy.port}/api/kernels/{kernel_id}/channels"
+    return await KernelConnection.open(url, cookie=cookie_header(api), session=session,
+                                       open_timeout=30)
+
+
+async def _numbers_until(conn: KernelConnection, parent: str, seen: list[int],
+                         until_idle: bool) -> None:
+    """Append the stream numbers of `parent` to `seen`; return at its idle status, or when
+    the connection is cut (until_idle False)."""
+    try:
+        while True:
+            msg = await conn.receive()
+            if msg["parent_header"].get("msg_id") != parent:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "stream":
+                seen.extend(int(n) for n in msg["content"]["text"].split())
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                return
+    except (ConnectionClosed, OSError):
+        if until_idle:
+            raise
+
+
+async def _start_cell(conn: KernelConnection) -> str:
+    msg = make_message("execute_request", {
+        "code": CELL, "silent": False, "store_history": False, "user_expressions": {},
+        "allow_stdin": False, "stop_on_error": True}, conn.session)
+    await conn.send(msg)
+    return str(msg["header"]["msg_id"])
+
+
+async def _blip(client_proxy: FaultProxy, api: httpx.AsyncClient, kernel_id: str,
+                away_seconds: float) -> tuple[list[int], list[int]]:
+    """Run the numbered cell, cut the client after a few lines, come back after
+    `away_seconds` with the same session_id; the numbers seen before and after."""
+    session = uuid.uuid4().hex
+    conn = await _open(client_proxy, api, kernel_id, session)
+    before: list[int] = []
+    after: list[int] = []
+    with anyio.fail_after(60):
+        parent = await _start_cell(conn)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_numbers_until, conn, parent, before, False)
+            await wait_until(lambda: len(before) >= 5, 20, "the first lines")
+            client_proxy.cut()
+        await anyio.sleep(away_seconds)  # the blip itself: the client is away this long
+        again = await _open(client_proxy, api, kernel_id, session)
+        try:
+            await _numbers_until(again, parent, after, True)
+        finally:
+            await again.close()
+    return before, after
+
+
+async def test_a_blip_loses_nothing(client_proxy: FaultProxy,
+                                    kernel: tuple[httpx.AsyncClient, str]) -> None:
+    """Cut for 1.5 s mid-cell, back with the same session_id: every line once, in order."""
+    api, kernel_id = kernel
+    before, after = await _blip(client_proxy, api, kernel_id, 1.5)
+    assert before + after == list(range(LINES)), (before, after)
+
+
+async def test_past_the_grace_period_the_buffer_is_dropped(
+        client_proxy: FaultProxy, replay_front: Server,
+        kernel: tuple[httpx.AsyncClient, str]) -> None:
+    """Back after the 4 s grace period: the buffer is gone (logged), the new socket works."""
+    api, kernel_id = kernel
+    session = uuid.uuid4().hex
+    conn = await _open(client_proxy, api, kernel_id, session)
+    before: list[int] = []
+    with anyio.fail_after(60):
+        parent = await _start_cell(conn)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_numbers_until, conn, parent, before, False)
+            await wait_until(lambda: len(before) >= 5, 20, "the first lines")
+            client_proxy.cut()
+        await wait_until(lambda: "grace period ended" in replay_front.log_tail(400), 20,
+                         "the front dropped the buffer at the end of the grace period")
+        again = await _open(client_proxy, api, kernel_id, session)
+        try:
+            msg_id = await again.request("execute_request", {
+                "code": "print(6 * 7)", "silent": False, "store_history": False,
+                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+            parents = []
+            execution = Execution(msg_id)
+            while not execution.done:
+                msg = await again.receive()
+                parents.append(msg["parent_header"].get("msg_id"))
+                execution.add(msg)
+        finally:
+            await again.close()
+    assert execution.stdout == "42\n"
+    assert parent not in parents, "the dropped buffer was replayed"
+    assert "Dropped the replay buffer" in replay_front.log_tail(400)
+
+
+async def test_an_overflowing_buffer_is_dropped(
+        client_proxy: FaultProxy, replay_front: Server,
+        kernel: tuple[httpx.AsyncClient, str]) -> None:
+    """Over the 200-message bound while away: dropped, logged, the client starts afresh."""
+    api, kernel_id = kernel
+    session = uuid.uuid4().hex
+    conn = await _open(client_proxy, api, kernel_id, session)
+    with anyio.fail_after(60):
+        await conn.request("execute_request", {
+            "code": "import time\ntime.sleep(1)\nfor i in range(500):\n    print(i, flush=True)",
+            "silent": False, "store_history": False, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True})
+        client_proxy.cut()
+        await wait_until(lambda: "buffer over 200 messages" in replay_front.log_tail(400), 30,
+                         "the front dropped the overflowing buffer")
+        again = await _open(client_proxy, api, kernel_id, session)
+        try:
+            assert (await again.execute("print(6 * 7)", timeout=30)).stdout == "42\n"
+        finally:
+            await again.close()
