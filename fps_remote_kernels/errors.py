@@ -45,6 +45,15 @@ def timed_out(remote: str, seconds: float | None) -> RemoteKernelsError:
                               "Gateway Timeout")
 
 
+def as_unavailable(error: RemoteKernelsError) -> RemoteKernelsError:
+    """For `GET /api/kernels/{id}`, which JupyterLab asks to decide whether a kernel lives:
+    it reads 504 as "kernel died" but keeps polling on 503, so a remote that is only slow
+    must not kill the user's kernel in the UI."""
+    if error.status != 504:
+        return error
+    return RemoteKernelsError(503, error.message, "Service Unavailable")
+
+
 def bad_gateway(remote: str, why: str) -> RemoteKernelsError:
     return RemoteKernelsError(502, f"Remote kernel server {remote} failed: {why}", "Bad Gateway")
 

@@ -24,7 +24,7 @@ from jupyverse_auth import Auth, User
 from jupyverse_kernels import Kernels
 
 from .bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
-from .errors import RemoteKernelsError, bad_request, not_found
+from .errors import RemoteKernelsError, as_unavailable, bad_request, not_found
 from .observers import Observers
 from .replay import ReplayBuffers
 from .service import KernelService, check_env
@@ -273,7 +273,10 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def get_kernel(self, kernel_id, user: User):
-        return await self.service.kernel(_kernel_id(kernel_id))
+        try:
+            return await self.service.kernel(_kernel_id(kernel_id))
+        except RemoteKernelsError as e:
+            raise as_unavailable(e) from None
 
     @answers_errors
     async def shutdown_kernel(self, kernel_id, user: User):

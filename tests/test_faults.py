@@ -310,6 +310,24 @@ async def test_slow_remote_answers_504_at_the_request_timeout(
     assert time.monotonic() - started < REQUEST_TIMEOUT + 3
 
 
+async def test_slow_remote_keeps_the_kernel_alive_in_jupyterlab(
+    faulty_front: Server, client: httpx.AsyncClient, proxy: FaultProxy, kernel_id: str,
+) -> None:
+    """GET /api/kernels/{id} past the request timeout answers 503 (JupyterLab polls again),
+    not 504 (JupyterLab: "kernel died"); once the remote is quick again, 200."""
+    proxy.slow(REQUEST_TIMEOUT + 4)
+    try:
+        response = await client.get(f"/api/kernels/{kernel_id}")
+        assert response.status_code == 503, response.text
+        assert f"did not answer within {REQUEST_TIMEOUT} s" in response.json()["message"]
+    finally:
+        proxy.slow(0)
+    with anyio.fail_after(REQUEST_TIMEOUT + 10):
+        while (response := await client.get(f"/api/kernels/{kernel_id}")).status_code != 200:
+            await anyio.sleep(0.2)
+    assert response.json()["id"] == kernel_id
+
+
 # ---------------------------------------------------------------- nonsense from the remote
 
 
