@@ -72,7 +72,7 @@ class HttpProxy:
 
     def __init__(self, ports: list[int], *, loop: BackgroundLoop,
                  decide: Callable[[_Head], tuple[int, list[tuple[str, str]]] | None],
-                 rewrite: Callable[[_Head], None] = lambda head: None) -> None:
+                 rewrite: Callable[[_Head, int], None] = lambda head, replica: None) -> None:
         self.ports = ports
         self._loop = loop
         self._decide = decide
@@ -113,7 +113,7 @@ class HttpProxy:
                 return
             replica, extra = decision
             self.routed.append(Routed(replica, method, target, head.get("cookie")))
-            self._rewrite(head)
+            self._rewrite(head, replica)
             if (head.get("upgrade") or "").lower() != "websocket":
                 head.remove("connection")
                 head.headers.append(("Connection", "close"))
@@ -158,7 +158,7 @@ def checking_proxy(port: int, *, loop: BackgroundLoop, required: dict[str, str],
         ok = all(head.get(name) == value for name, value in required.items())
         return (0, []) if ok else None
 
-    def rewrite(head: _Head) -> None:
+    def rewrite(head: _Head, replica: int) -> None:
         for name in required:
             head.remove(name)
         head.remove("authorization")
@@ -168,7 +168,7 @@ def checking_proxy(port: int, *, loop: BackgroundLoop, required: dict[str, str],
 
 
 def sticky_proxy(ports: list[int], *, loop: BackgroundLoop,
-                 rewrite: Callable[[_Head], None] = lambda head: None,
+                 rewrite: Callable[[_Head, int], None] = lambda head, replica: None,
                  max_age: int = 3600) -> HttpProxy:
     """Routes by the affinity cookie; a request without it goes to the next replica and its
     answer sets the cookie (expiring after `max_age` seconds)."""

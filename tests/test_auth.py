@@ -17,7 +17,7 @@ from fps_remote_kernels.launch import Server, front_server, jupyter_server_remot
 
 from .conftest import ws_url
 from .fault_proxy import BackgroundLoop, FaultProxy
-from .http_proxy import checking_proxy
+from .http_proxy import AFFINITY_COOKIE, _Head, checking_proxy, sticky_proxy
 from .kernel_client import KernelConnection
 
 pytestmark = pytest.mark.anyio
@@ -166,3 +166,45 @@ async def test_token_file_rotation_with_a_restarted_remote(
         for server in (second, third):
             if server is not None:
                 server.stop()
+
+
+async def test_every_call_of_a_kernel_lands_on_the_replica_its_affinity_cookie_names(
+    loop: BackgroundLoop, tmp_path: Path
+) -> None:
+    """Behind a sticky balancer over two real jupyter_server replicas, the front carries the
+    affinity cookie back on REST and on the kernel WebSocket handshake: start, execute over
+    the socket, restart and delete all reach the replica that started the kernel; the
+    browser never sees the cookie."""
+    replicas = [jupyter_server_remote(tmp_path / f"r{i}").start() for i in range(2)]
+
+    def replica_token(head: _Head, replica: int) -> None:
+        head.remove("authorization")
+        head.headers.append(("Authorization", f"token {replicas[replica].token}"))
+
+    proxy = sticky_proxy([r.port for r in replicas], loop=loop, rewrite=replica_token)
+    front = front_server(tmp_path / "front", proxy.url, "balancer", extra=[
+        "--set", "remote_kernels.kind=jupyter_server"]).start()
+    try:
+        async with logged_in(front) as client:
+            response = await client.post("/api/kernels", json={"name": "python3"})
+            assert response.status_code == 201, response.text
+            assert AFFINITY_COOKIE not in response.headers.get("set-cookie", "")
+            kernel_id = response.json()["id"]
+            cookie = f"fastapiusersauth={client.cookies['fastapiusersauth']}"
+            conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie)
+            try:
+                assert (await conn.execute("print(6 * 7)")).stdout == "42\n"
+            finally:
+                await conn.close()
+            restart = await client.post(f"/api/kernels/{kernel_id}/restart")
+            assert restart.status_code == 200, restart.text
+            assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
+        calls = [r for r in proxy.routed if kernel_id in r.target]
+        assert any("channels" in r.target for r in calls)
+        assert all(r.cookie and AFFINITY_COOKIE in r.cookie for r in calls)
+        assert len({r.replica for r in calls}) == 1, [(r.replica, r.target) for r in calls]
+    finally:
+        front.stop()
+        proxy.close()
+        for replica in replicas:
+            replica.stop()
