@@ -23,6 +23,7 @@ from .errors import (
     not_found,
     timed_out,
     unreachable,
+    user_refused,
 )
 from .kinds import ENTERPRISE_GATEWAY, JUPYTER_SERVER, JUPYVERSE, KERNEL_GATEWAY, KINDS, Kind
 
@@ -137,6 +138,9 @@ class RemoteClient:
         message = _remote_message(response)
         if response.status_code == 404:
             return not_found(message or "Resource")
+        if (response.status_code == 403 and self.kind is not None
+                and any(words in message for words in self.kind.user_refusal)):
+            return user_refused(self.name, message)
         if 400 <= response.status_code < 500:
             return RemoteKernelsError(response.status_code, message or response.reason_phrase,
                                       response.reason_phrase)

@@ -13,7 +13,12 @@ import anyio
 import httpx
 import pytest
 
-from fps_remote_kernels.launch import Server, front_server, jupyter_server_remote
+from fps_remote_kernels.launch import (
+    Server,
+    enterprise_gateway_remote,
+    front_server,
+    jupyter_server_remote,
+)
 
 from .conftest import ws_url
 from .fault_proxy import BackgroundLoop, FaultProxy
@@ -208,3 +213,25 @@ async def test_every_call_of_a_kernel_lands_on_the_replica_its_affinity_cookie_n
         proxy.close()
         for replica in replicas:
             replica.stop()
+
+
+async def test_a_gateway_refusing_the_kernel_user_names_the_front_option(
+    tmp_path: Path
+) -> None:
+    """Enterprise Gateway refuses KERNEL_USERNAME=root (its default): the 403 the user sees
+    names remote_kernels.kernel_username, next to the gateway's own words."""
+    gateway = enterprise_gateway_remote(tmp_path / "eg", unauthorized_users=["root"]).start()
+    front = front_server(tmp_path / "front", gateway.url, gateway.token, extra=[
+        "--set", "remote_kernels.kind=enterprise_gateway",
+        "--set", "remote_kernels.kernel_username=root"]).start()
+    try:
+        async with logged_in(front) as client:
+            response = await client.post("/api/kernels", json={"name": "python3"})
+        assert response.status_code == 403, response.text
+        message = response.json()["message"]
+        assert "User 'root' is not authorized" in message
+        assert "remote_kernels.kernel_username" in message
+        assert gateway.token not in response.text
+    finally:
+        front.stop()
+        gateway.stop()
