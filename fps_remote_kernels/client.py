@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-import re
 import ssl
+import urllib.request
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -14,6 +13,7 @@ import structlog
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from .auth import JUPYVERSE_AUTH_COOKIE, RemoteAuth, quiet_library_logs
 from .config import RemoteConfig, RemoteKernelsConfig
 from .errors import (
     RemoteKernelsError,
@@ -23,13 +23,12 @@ from .errors import (
     not_found,
     timed_out,
     unreachable,
+    user_refused,
 )
 from .kinds import ENTERPRISE_GATEWAY, JUPYTER_SERVER, JUPYVERSE, KERNEL_GATEWAY, KINDS, Kind
 
 logger = structlog.get_logger()
 
-# Jupyverse (fps-auth) keeps its session in this cookie; its kernel WebSocket accepts nothing else.
-JUPYVERSE_AUTH_COOKIE = "fastapiusersauth"
 # Seconds an idle connection to the remote stays in the pool: under the 5 s after which
 # anycorn (Jupyverse) and uvicorn close idle connections.
 _KEEPALIVE_EXPIRY = 4.0
@@ -40,9 +39,12 @@ class RemoteClient:
 
     Authentication works for both families of remotes without configuration:
     `Authorization: token <t>` is sent on every request (jupyter_server, Kernel Gateway,
-    Enterprise Gateway read it); a Jupyverse remote ignores it and refuses the request, so the
-    client logs in once with `?token=`, keeps the cookie the remote sets, and logs in again when
-    the remote refuses it (after a restart, the remote signs cookies with a new secret).
+    Enterprise Gateway read it; scheme, header and token source are options, see auth.py); a
+    Jupyverse remote ignores it and refuses the request, so the client logs in once with
+    `?token=`, keeps the cookie the remote sets, and logs in again when the remote refuses it
+    (after a restart, the remote signs cookies with a new secret). Every cookie the remote sets
+    (a balancer's affinity cookie too) is kept, per remote, until it expires, and sent on REST
+    requests and on the kernel WebSocket handshake; none is ever passed to the browser.
     """
 
     def __init__(self, remote: RemoteConfig, config: RemoteKernelsConfig) -> None:
@@ -54,7 +56,7 @@ class RemoteClient:
         parts = urlsplit(remote.url)
         # How the remote is named in errors and logs: never with credentials.
         self.name = f"{parts.scheme}://{parts.netloc}{parts.path}"
-        self._token = remote.resolved_token()
+        self.auth = RemoteAuth(remote)
         self._ssl_context = _ssl_context(remote)
         self._http = httpx.AsyncClient(
             base_url=remote.url,
@@ -73,7 +75,7 @@ class RemoteClient:
         # None until detected (kind "auto"): see ensure_kind().
         self.kind: Kind | None = KINDS.get(remote.kind)
         self._detect_lock = anyio.Lock()
-        _redact_token_in_library_logs(self._token)
+        quiet_library_logs()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -108,8 +110,7 @@ class RemoteClient:
                 )
             if not self._refused(response):
                 return response
-            if attempt == 0 and self._token is not None and self._may_log_in():
-                await self._login(generation)
+            if attempt == 0 and await self._reauthenticate(generation):
                 continue
             break
         raise bad_gateway(
@@ -137,6 +138,9 @@ class RemoteClient:
         message = _remote_message(response)
         if response.status_code == 404:
             return not_found(message or "Resource")
+        if (response.status_code == 403 and self.kind is not None
+                and any(words in message for words in self.kind.user_refusal)):
+            return user_refused(self.name, message)
         if 400 <= response.status_code < 500:
             return RemoteKernelsError(response.status_code, message or response.reason_phrase,
                                       response.reason_phrase)
@@ -202,17 +206,27 @@ class RemoteClient:
         return self.kind is None or self.kind.cookie_login
 
     def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self._token}"} if self._token else {}
+        return self.auth.headers()
+
+    async def _reauthenticate(self, failed_generation: int) -> bool:
+        """After a refusal: re-read a rotated token file, log in again to a Jupyverse remote.
+        Whether the request is worth sending once more."""
+        rotated = self.auth.reload()
+        if self.auth.token is not None and self._may_log_in():
+            await self._login(failed_generation)
+            return True
+        return rotated
 
     async def _login(self, failed_generation: int) -> None:
         """Get a fresh Jupyverse auth cookie; concurrent callers share one login."""
         async with self._login_lock:
             if self._auth_generation != failed_generation:
                 return  # another request logged in meanwhile
-            self._http.cookies.clear()
+            # Only the stale session cookie: a balancer's affinity cookie must stay.
+            self._http.cookies.delete(JUPYVERSE_AUTH_COOKIE)
             async with mapped_transport_errors(self.name, self.config.request_timeout):
                 response = await self._send(
-                    "GET", "api/status", params={"token": self._token},
+                    "GET", "api/status", params={"token": self.auth.token},
                     headers=self._auth_headers(),
                 )
             self._auth_generation += 1
@@ -223,6 +237,15 @@ class RemoteClient:
                                status=response.status_code)
 
     # ---------------------------------------------------------------- WebSocket
+
+    def _cookie_header(self, ws_url: str) -> str | None:
+        """The Cookie header the remote's cookies give for this URL, as for a REST request
+        (domain, path, secure, expiry: the cookie jar's own rules, as GatewayClient's
+        accept_cookies honours expiry)."""
+        http_url = "http" + ws_url[len("ws"):]
+        request = urllib.request.Request(http_url)
+        self._http.cookies.jar.add_cookie_header(request)
+        return request.get_header("Cookie")
 
     async def connect_channels(
         self, kernel_id: str, session_id: str, subprotocols: list[str]
@@ -235,9 +258,9 @@ class RemoteClient:
         for attempt in range(2):
             generation = self._auth_generation
             headers = {**self.remote.headers, **self._auth_headers()}
-            cookie = self._http.cookies.get(JUPYVERSE_AUTH_COOKIE)
+            cookie = self._cookie_header(url)
             if cookie:
-                headers["Cookie"] = f"{JUPYVERSE_AUTH_COOKIE}={cookie}"
+                headers["Cookie"] = cookie
             try:
                 return await websockets.connect(
                     url,
@@ -259,9 +282,8 @@ class RemoteClient:
                 )
             except websockets.InvalidStatus as e:
                 status = e.response.status_code
-                if (status in (401, 403) and attempt == 0 and self._token is not None
-                        and self._may_log_in()):
-                    await self._login(generation)
+                if (status in (401, 403) and attempt == 0
+                        and await self._reauthenticate(generation)):
                     continue
                 if status == 404:
                     raise not_found(f"Kernel {kernel_id}") from None
@@ -313,37 +335,3 @@ def _ssl_context(config: RemoteConfig) -> ssl.SSLContext:
     if config.client_cert:
         context.load_cert_chain(config.client_cert, config.client_key)
     return context
-
-
-_AUTH_COOKIE_VALUE = re.compile(rf"({JUPYVERSE_AUTH_COOKIE}=)[^;,\s'\"]+")
-
-
-class _RedactToken(logging.Filter):
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self.token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        # The remote's session cookie opens the remote as the token does: scrub it too.
-        redacted = _AUTH_COOKIE_VALUE.sub(r"\1[cookie]", message.replace(self.token, "[token]"))
-        if redacted != message:
-            record.msg = redacted
-            record.args = ()
-        return True
-
-
-def _redact_token_in_library_logs(token: str | None) -> None:
-    # httpx logs every request at INFO (a line per proxied request is noise and costs time on
-    # the hot path); our own structured logs say what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    # httpx logs request URLs (our login URL carries ?token=) and websockets logs handshake
-    # headers at debug level: scrub the token from both, whatever the log configuration.
-    if not token:
-        return
-    # A logger's filters see only its own records, not its children's: name each one.
-    for name in ("httpx", "httpcore", "httpcore.http11", "httpcore.http2",
-                 "httpcore.connection", "websockets", "websockets.client"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _RedactToken) and f.token == token for f in log.filters):
-            log.addFilter(_RedactToken(token))

@@ -73,6 +73,47 @@ class _RemoteConnection(Config):
         default=None,
         description="Path to the client certificate's private key, if not inside client_cert.",
     )
+    # -- credentials as deployments hand them out (GatewayClient's names in the README) --
+    auth_scheme: str = Field(
+        default="token",
+        description=(
+            "Scheme before the token in the auth header: `token` (jupyter_server, the "
+            "gateways), `Bearer` (OAuth-style gateways), or empty for the bare token "
+            "(GatewayClient.auth_scheme)."
+        ),
+    )
+    auth_header: str = Field(
+        default="Authorization",
+        description=(
+            "Name of the header carrying the token, e.g. X-Auth-Token "
+            "(GatewayClient.auth_header_key)."
+        ),
+    )
+    token_file: str | None = Field(
+        default=None,
+        description=(
+            "File whose content is the token (e.g. a Kubernetes projected service-account "
+            "token), re-read when it changes; a refused request re-reads it and is retried "
+            "once. Takes precedence over token/token_env."
+        ),
+    )
+    http_user: str | None = Field(
+        default=None,
+        description="User name for HTTP basic auth, e.g. behind Apache Knox "
+        "(GatewayClient.http_user).",
+    )
+    http_pwd: str | None = Field(
+        default=None,
+        description="Password for HTTP basic auth; if unset, read from the variable named by "
+        "http_pwd_env (GatewayClient.http_pwd).",
+        repr=False,
+    )
+    http_pwd_env: str = Field(
+        default="REMOTE_KERNELS_HTTP_PWD",
+        description="Environment variable holding the basic-auth password when http_pwd is "
+        "not set.",
+    )
+    # -- end of credentials --
     kernelspecs: list[str] = Field(
         default_factory=lambda: ["*"],
         description=(
@@ -141,6 +182,33 @@ class _RemoteConnection(Config):
     def resolved_token(self) -> str | None:
         return self.token or os.environ.get(self.token_env) or None
 
+    def resolved_http_pwd(self) -> str | None:
+        return self.http_pwd or os.environ.get(self.http_pwd_env) or None
+
+    @field_validator("auth_header")
+    @classmethod
+    def _check_auth_header(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", value):
+            raise ValueError(f"must be an HTTP header name, got {value!r}")
+        if value.lower() in ("host", "cookie", "content-length", "connection", "upgrade"):
+            raise ValueError(f"header {value!r} is managed by the front and cannot be set")
+        return value
+
+    @field_validator("auth_scheme")
+    @classmethod
+    def _check_auth_scheme(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.match(r"^[A-Za-z0-9._~+/-]+$", value):
+            raise ValueError(f"must be a single word such as token or Bearer, got {value!r}")
+        return value
+
+    @field_validator("token_file")
+    @classmethod
+    def _check_token_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value!r}")
+        return value
+
     def resolved_ws_url(self) -> str:
         if self.ws_url is not None:
             return self.ws_url
@@ -180,7 +248,8 @@ class RemoteKernelsConfig(_RemoteConnection):
         default_factory=list,
         description=(
             "Several remotes, as a JSON list of objects with the keys of a single remote "
-            "(name, url, kind, token, token_env, ws_url, headers, verify, client_cert, "
+            "(name, url, kind, token, token_env, token_file, auth_scheme, auth_header, "
+            "http_user, http_pwd, http_pwd_env, ws_url, headers, verify, client_cert, "
             'client_key, kernelspecs), e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
             "A kernel or session goes to the remote that serves its kernelspec. The inline "
             "url, if given, is one more remote, listed first."

@@ -29,6 +29,14 @@ def not_found(what: str) -> RemoteKernelsError:
     return RemoteKernelsError(404, f"{what} not found", "Not Found")
 
 
+def user_refused(remote: str, message: str) -> RemoteKernelsError:
+    # The gateway's own words say "Ensure KERNEL_USERNAME is set", which the user cannot do:
+    # name the front's option that sets it.
+    return RemoteKernelsError(
+        403, f"{message} (remote {remote} refused the kernel user: set the front's "
+        "remote_kernels.kernel_username to a user it allows)", "Forbidden")
+
+
 def bad_request(message: str) -> RemoteKernelsError:
     return RemoteKernelsError(400, message, "Bad Request")
 
