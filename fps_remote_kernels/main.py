@@ -14,6 +14,7 @@ from jupyverse_auth import Auth, AuthConfig, User
 from jupyverse_frontend import FrontendConfig
 from jupyverse_kernels import Kernels
 
+from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
 from .exitcode import exit_nonzero_on_failure
@@ -71,14 +72,17 @@ class RemoteKernelsModule(Module):
             remotes, store, self.config.env_allowlist,
             {remote.name: remote.kernelspecs for remote in self.config.all_remotes()},
         )
+        # The routes check the front's auth through a short-lived cache of successful checks.
+        routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)
         self.kernels = _RemoteKernels(
             app,
-            auth,
+            routes_auth,
             service,
             frontend_config.base_url,
             self._allowed_origins(),
             kernel_username_of(getattr(auth_config, "mode", "token"), self.config.kernel_username),
             self.config.shutdown_kernels_on_stop,
+            auth_cache,
         )
         self.put(self.kernels, Kernels)
         # The front starts even when the remotes are down: nothing is asked of them here.
