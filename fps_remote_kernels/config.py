@@ -344,6 +344,26 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
+    # ---- auth cache (issue 9)
+    auth_cache_ttl: float = Field(
+        default=5.0,
+        description=(
+            "Seconds the front reuses a successful check of its own authentication for the same "
+            "credentials (cookie, token, Authorization header) and the same required "
+            "permissions. Refusals and requests without credentials are never reused; a "
+            "changed user (permissions, deactivation) takes effect after this long at most. "
+            "0 disables the cache."
+        ),
+    )
+
+    @field_validator("auth_cache_ttl")
+    @classmethod
+    def _check_auth_cache_ttl(cls, value: float) -> float:
+        if not 0 <= value <= 60:
+            raise ValueError("must be between 0 and 60 seconds")
+        return value
+    # ---- end of auth cache
+
     @field_validator(
         "connect_timeout", "request_timeout", "kernel_start_timeout", "ping_interval",
         "ping_timeout",

@@ -14,6 +14,7 @@ from jupyverse_auth import Auth, AuthConfig, User
 from jupyverse_frontend import FrontendConfig
 from jupyverse_kernels import Kernels
 
+from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
 from .exitcode import exit_nonzero_on_failure
@@ -75,9 +76,11 @@ class RemoteKernelsModule(Module):
             remotes, store, self.config.env_allowlist,
             {remote.name: remote.kernelspecs for remote in self.config.all_remotes()},
         )
+        # The routes check the front's auth through a short-lived cache of successful checks.
+        routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)
         self.kernels = _RemoteKernels(
             app,
-            auth,
+            routes_auth,
             service,
             frontend_config.base_url,
             self._allowed_origins(),
@@ -86,6 +89,7 @@ class RemoteKernelsModule(Module):
             ReplayBuffers(ReplayLimits(
                 self.config.replay_grace_period, self.config.replay_buffer_bytes,
                 self.config.replay_buffer_messages, self.config.replay_total_bytes)),
+            auth_cache,
         )
         self.put(self.kernels, Kernels)
         # The front starts even when the remotes are down: nothing is asked of them here.

@@ -23,6 +23,7 @@ from jupyverse_api import App
 from jupyverse_auth import Auth, User
 from jupyverse_kernels import Kernels
 
+from .authcache import AuthCache
 from .bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
 from .errors import RemoteKernelsError, as_unavailable, bad_request, not_found
 from .observers import Observers
@@ -142,8 +143,10 @@ class _RemoteKernels(Kernels):
         kernel_username: Callable[[User], str],
         shutdown_kernels_on_stop: bool = False,
         replay: ReplayBuffers | None = None,
+        auth_cache: AuthCache | None = None,
     ) -> None:
         self._auth = auth
+        self.auth_cache = auth_cache
         self.service = service
         self.base_url = base_url
         self.allowed_origins = allowed_origins
@@ -161,7 +164,7 @@ class _RemoteKernels(Kernels):
         # router, because Jupyverse refuses a second router that repeats a path.
         self._add_missing_routes(router)
         # Jupyverse's WebSocket auth would hold a database connection per open kernel socket.
-        authorize_at_handshake_only(router, self.kernel_channels)
+        authorize_at_handshake_only(router, self.kernel_channels, self.auth_cache)
         super().include_router(router, **kwargs)
 
     def _add_missing_routes(self, router: APIRouter) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from fastapi.routing import APIWebSocketRoute
 
+from .authcache import AuthCache, credentials
+
 KERNEL_CHANNELS_PATH = "/api/kernels/{kernel_id}/channels"
 _AUTH_PARAMETER = "websocket_permissions"
 _PARAM_LISTS = ("path_params", "query_params", "header_params", "cookie_params", "body_params")
@@ -28,10 +30,13 @@ _UNSUPPORTED = ("request_param_name", "response_param_name", "background_tasks_p
 Handler = Callable[[str, str, Any], Awaitable[None]]
 
 
-def authorize_at_handshake_only(router: APIRouter, handler: Handler) -> bool:
+def authorize_at_handshake_only(router: APIRouter, handler: Handler,
+                                cache: AuthCache | None = None) -> bool:
     """Replace the kernel channels route of `router` by one that runs the same auth
     dependency only for the handshake, then calls `handler(kernel_id, session_id,
-    websocket_permissions)`. False (and nothing changed) if that is not possible."""
+    websocket_permissions)`. False (and nothing changed) if that is not possible. With a
+    `cache`, a handshake with the same credentials as one accepted a moment ago is accepted
+    without asking fps-auth again (see authcache.py)."""
     holder = _router_holding_channels(router)
     if holder is None:
         return False
@@ -44,8 +49,17 @@ def authorize_at_handshake_only(router: APIRouter, handler: Handler) -> bool:
         return False
 
     async def kernel_channels(websocket: WebSocket, kernel_id: str, session_id: str) -> None:
+        found = credentials(websocket) if cache is not None else None
+        key = None if found is None else (found, _AUTH_PARAMETER, id(auth.call))
+        accepted = None if key is None or cache is None else cache.get(key)
+        if accepted is not None:
+            # The same checked permissions fps-auth answered for these credentials.
+            await handler(kernel_id, session_id, (websocket, accepted[0]))
+            return
         async with AsyncExitStack() as stack:
             permissions = await _resolve(auth, websocket, stack, {})
+        if key is not None and cache is not None and permissions is not None:
+            cache.put(key, (permissions[1],))  # a refusal (None) is never cached
         await handler(kernel_id, session_id, permissions)
 
     router.add_api_websocket_route(KERNEL_CHANNELS_PATH, kernel_channels)
