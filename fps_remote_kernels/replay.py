@@ -99,12 +99,13 @@ class ReplayBuffers:
         return False
 
     async def claim(self, kernel_id: str, session_id: str) -> AwaySession | None:
-        """The away session of this (kernel, session_id), now the caller's; other sessions of
-        the kernel that are away are dropped, as jupyter_server drops its buffer when another
-        session connects (a reloaded tab comes back with a new session_id)."""
+        """The away session of this (kernel, session_id), now the caller's.
+
+        Other away sessions of the kernel keep their buffers. jupyter_server buffers one
+        session per kernel and drops it when another connects; here two tabs or users of one
+        kernel whose network drops together both get theirs back, and a reloaded tab's old
+        session costs at most its bounds until the grace period ends."""
         away = self._away.pop((kernel_id, session_id), None)
-        for key in [k for k in self._away if k[0] == kernel_id]:
-            self._drop(self._away.pop(key), "another session of the kernel connected")
         if away is None:
             return None
         away.claimed = True

@@ -35,7 +35,8 @@ from .fault_proxy import BackgroundLoop
 from .kernel_client import V1, deserialize_v1, serialize_v1
 
 _KERNEL_PATH = re.compile(r"^/api/kernels/([0-9a-fA-F-]{36})(/channels)?$")
-_EMIT = re.compile(r"^emit (\d+) (\d+)$")
+# `emit N SIZE [PAUSE]`: N numbered outputs of SIZE characters, PAUSE seconds apart.
+_EMIT = re.compile(r"^emit (\d+) (\d+)(?: ([0-9.]+))?$")
 
 
 # ---------------------------------------------------------------- garbage
@@ -208,6 +209,7 @@ class FakeKernelRemote:
                        request: dict[str, Any]) -> None:
         match = _EMIT.match(request["content"].get("code", ""))
         count, size = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        pause = float(match.group(3) or 0) if match else 0.0
         await self._send(ws, conn, _reply(request, "iopub", "status",
                                           {"execution_state": "busy"}))
         for seq in range(count):
@@ -215,6 +217,8 @@ class FakeKernelRemote:
             text = prefix + "x" * max(0, size - len(prefix) - 1) + "\n"
             await self._send(ws, conn, _reply(request, "iopub", "stream",
                                               {"name": "stdout", "text": text}))
+            if pause:
+                await asyncio.sleep(pause)
         await self._send(ws, conn, _reply(request, "shell", "execute_reply",
                                           {"status": "ok", "execution_count": 1}))
         await self._send(ws, conn, _reply(request, "iopub", "status",

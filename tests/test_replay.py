@@ -165,10 +165,11 @@ async def test_an_overflowing_buffer_is_dropped(
     session = uuid.uuid4().hex
     conn = await _open(client_proxy, api, kernel_id, session)
     with anyio.fail_after(60):
-        await conn.request("execute_request", {
+        msg_id = await conn.request("execute_request", {
             "code": "import time\ntime.sleep(1)\nfor i in range(500):\n    print(i, flush=True)",
             "silent": False, "store_history": False, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": True})
+        await conn.wait_for("execute_input", timeout=30, parent=msg_id)  # the cell runs
         client_proxy.cut()
         await wait_until(lambda: "buffer over 200 messages" in replay_front.log_tail(400), 30,
                          "the front dropped the overflowing buffer")
