@@ -26,6 +26,8 @@ FRONT_API_PLUGINS = {"app", "auth", "frontend", "remote_kernels"}
 # A front a browser can use: JupyterLab, contents, login page.
 FRONT_UI_PLUGINS = FRONT_API_PLUGINS | {"contents", "lab", "jupyterlab", "login", "page_config",
                                         "file_watcher", "nbconvert"}
+# jupyverse[collaboration]: shared (Yjs) documents, saved by the server.
+COLLABORATION_PLUGINS = {"yjs", "yrooms", "ystore_sqlite", "file_id"}
 
 
 def free_port() -> int:
@@ -373,8 +375,10 @@ def _tornado_app(name: str, kind: str, token: str, workdir: Path, port: int | No
 
 
 def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool = False,
-                 port: int | None = None, extra: list[str] | None = None) -> Server:
+                 port: int | None = None, extra: list[str] | None = None,
+                 collaboration: bool = False) -> Server:
     """A Jupyverse serving the kernels API from `remote_url`, with its own users and token.
+    `collaboration`: with the collaboration plugins enabled too (implies `ui`).
 
     The remote token goes through the environment, as a user would pass it, not argv.
     """
@@ -384,7 +388,8 @@ def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool 
         token=secrets.token_hex(16),
         workdir=workdir,
         args=[
-            *disabled_except(FRONT_UI_PLUGINS if ui else FRONT_API_PLUGINS),
+            *disabled_except(FRONT_UI_PLUGINS | COLLABORATION_PLUGINS if collaboration
+                             else FRONT_UI_PLUGINS if ui else FRONT_API_PLUGINS),
             "--set", f"remote_kernels.url={remote_url}",
             # Its own store: fronts sharing one would see each other's sessions and kernels.
             "--set", f"remote_kernels.sessions_db={workdir / 'front-sessions.sqlite'}",

@@ -17,6 +17,7 @@ from jupyverse_kernels import Kernels
 from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
+from .documents import guard_rooms
 from .exitcode import exit_nonzero_on_failure
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
@@ -92,6 +93,7 @@ class RemoteKernelsModule(Module):
             auth_cache,
         )
         self.put(self.kernels, Kernels)
+        await self._guard_collaboration_rooms()
         # The front starts even when the remotes are down: nothing is asked of them here.
         logger.info("Kernels served from remotes",
                     remotes=[f"{r.name}={r.client.name}" for r in remotes])
@@ -121,6 +123,24 @@ class RemoteKernelsModule(Module):
             self._store.close()
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
+
+    async def _guard_collaboration_rooms(self) -> None:
+        # With the collaboration plugins, deleting an open notebook would end the front.
+        if not self._sibling_from("fps_yjs."):
+            return
+        from jupyverse_yjs import Yjs
+
+        yjs = await self.get(Yjs)  # type: ignore[type-abstract]
+        if guard_rooms(yjs):
+            logger.info("Collaboration rooms guarded: a deleted open notebook closes its room "
+                        "only")
+        else:
+            logger.warning("Collaboration rooms not guarded: deleting an open notebook may "
+                           "end the server")
+
+    def _sibling_from(self, package: str) -> Module | None:
+        siblings = self.parent.modules.values() if self.parent is not None else ()
+        return next((m for m in siblings if type(m).__module__.startswith(package)), None)
 
     def _local_kernels_module(self) -> Module | None:
         """The fps-kernels module next to this one, if any."""
