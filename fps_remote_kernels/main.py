@@ -14,6 +14,7 @@ from jupyverse_auth import Auth, AuthConfig, User
 from jupyverse_frontend import FrontendConfig
 from jupyverse_kernels import Kernels
 
+from .activity import Activity
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
 from .exitcode import exit_nonzero_on_failure
@@ -64,7 +65,9 @@ class RemoteKernelsModule(Module):
         # Closed in stop(), after the kernels the front started may have been shut down.
         self._clients = [RemoteClient(remote, self.config)
                          for remote in self.config.all_remotes()]
-        remotes = [RemoteKernels(client, self.config.kernelspecs_cache_ttl)
+        # One record of kernel activity, fed by the bridges, read by the models and culling.
+        self.activity = activity = Activity()
+        remotes = [RemoteKernels(client, self.config.kernelspecs_cache_ttl, activity)
                    for client in self._clients]
         self._store = store = Store(self.config.sessions_db or default_store_path())
         service = KernelService(
@@ -80,6 +83,7 @@ class RemoteKernelsModule(Module):
             kernel_username_of(getattr(auth_config, "mode", "token"), self.config.kernel_username),
             self.config.shutdown_kernels_on_stop,
         )
+        self.kernels.observers.add(activity)
         self.put(self.kernels, Kernels)
         # The front starts even when the remotes are down: nothing is asked of them here.
         logger.info("Kernels served from remotes",
