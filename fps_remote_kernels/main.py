@@ -14,6 +14,7 @@ from jupyverse_auth import Auth, AuthConfig, User
 from jupyverse_frontend import FrontendConfig
 from jupyverse_kernels import Kernels
 
+from .activity import Activity
 from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
@@ -70,7 +71,9 @@ class RemoteKernelsModule(Module):
         # Closed in stop(), after the kernels the front started may have been shut down.
         self._clients = [RemoteClient(remote, self.config)
                          for remote in self.config.all_remotes()]
-        remotes = [RemoteKernels(client, self.config.kernelspecs_cache_ttl)
+        # One record of kernel activity, fed by the bridges, read by the models and culling.
+        self.activity = activity = Activity()
+        remotes = [RemoteKernels(client, self.config.kernelspecs_cache_ttl, activity)
                    for client in self._clients]
         self._store = store = Store(self.config.sessions_db or default_store_path())
         service = KernelService(
@@ -92,6 +95,7 @@ class RemoteKernelsModule(Module):
                 self.config.replay_buffer_messages, self.config.replay_total_bytes)),
             auth_cache,
         )
+        self.kernels.observers.add(activity)
         self.put(self.kernels, Kernels)
         await self._guard_collaboration_rooms()
         # The front starts even when the remotes are down: nothing is asked of them here.

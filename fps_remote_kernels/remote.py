@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from .activity import Activity
 from .cache import CoalescingCache
 from .client import RemoteClient
 from .errors import bad_gateway, not_found
@@ -28,8 +29,11 @@ _SESSION_FIELDS = ("id", "path", "name", "type", "kernel")
 
 
 class RemoteKernels:
-    def __init__(self, client: RemoteClient, kernelspecs_cache_ttl: float) -> None:
+    def __init__(self, client: RemoteClient, kernelspecs_cache_ttl: float,
+                 activity: Activity | None = None) -> None:
         self.client = client
+        # What the front saw of each kernel's traffic, merged into the models it answers.
+        self.activity = activity or Activity()
         self.name = client.remote.name
         self._kernelspecs: CoalescingCache[dict[str, Any]] = CoalescingCache(
             kernelspecs_cache_ttl
@@ -75,11 +79,11 @@ class RemoteKernels:
         kernels = self.client.json_of(response)
         if not isinstance(kernels, list):
             raise bad_gateway(self.client.name, "kernels answer is not a list")
-        return kernels
+        return [self.activity.merge(k) if isinstance(k, dict) else k for k in kernels]
 
     async def kernel(self, kernel_id: str) -> dict[str, Any]:
         model = await self.client.get_json(_kernel_path(kernel_id))
-        return _kernel_or_404(model, kernel_id, self.client.name)
+        return self.activity.merge(_kernel_or_404(model, kernel_id, self.client.name))
 
     async def start_kernel(self, name: str, path: str | None, env: dict[str, str]
                            ) -> dict[str, Any]:
@@ -124,7 +128,8 @@ class RemoteKernels:
             "POST", _kernel_path(kernel_id, "restart"), timeout=self.start_timeout
         )
         await self._404_if_gone(response, kernel_id)
-        return _kernel_or_404(self.client.json_of(response), kernel_id, self.client.name)
+        return self.activity.merge(
+            _kernel_or_404(self.client.json_of(response), kernel_id, self.client.name))
 
     async def _404_if_gone(self, response: httpx.Response, kernel_id: str) -> None:
         # jupyter_server answers 500 to actions on an unknown kernel: say 404 if it is gone.
@@ -138,9 +143,15 @@ class RemoteKernels:
         if not isinstance(sessions, list):
             raise bad_gateway(self.client.name, "sessions answer is not a list")
         return [
-            _session_model(s) for s in sessions
+            self._merged(_session_model(s)) for s in sessions
             if isinstance(s, dict) and s.get("type") != KERNEL_ONLY_SESSION_TYPE
         ]
+
+    def _merged(self, session: dict[str, Any]) -> dict[str, Any]:
+        kernel = session.get("kernel")
+        if isinstance(kernel, dict):
+            session["kernel"] = self.activity.merge(kernel)
+        return session
 
     async def session(self, session_id: str) -> dict[str, Any]:
         for session in await self.sessions():
@@ -167,7 +178,7 @@ class RemoteKernels:
         session = self.client.json_of(response)
         if not isinstance(session, dict):
             raise bad_gateway(self.client.name, "session answer is not a session model")
-        return _session_model(session)
+        return self._merged(_session_model(session))
 
     async def delete_session(self, session_id: str) -> None:
         await self.session(session_id)  # a Jupyverse remote answers 500 for unknown ids

@@ -1,0 +1,63 @@
+"""The activity observer: iopub status frames set a kernel's state, any kernel frame is
+activity, sockets count as connections, and the remote's model is merged with what it saw."""
+
+from __future__ import annotations
+
+import json
+
+from fps_remote_kernels.activity import Activity, parse_time
+
+from .kernel_client import make_message, serialize_legacy, serialize_v1
+
+KERNEL = "0b5e7b4c-6f0a-4c36-9a59-2b8f3c1d2e4f"
+
+
+def status(state: str, channel: str = "iopub") -> dict:
+    return make_message("status", {"execution_state": state}, "s", channel)
+
+
+def test_v1_status_frames_set_the_state() -> None:
+    """A v1 iopub status frame sets the execution state; other frames leave it."""
+    activity = Activity()
+    activity.from_kernel(KERNEL, serialize_v1(status("busy")))
+    assert activity.kernels[KERNEL].execution_state == "busy"
+    activity.from_kernel(KERNEL, serialize_v1(make_message("stream", {"name": "stdout",
+                                                           "text": "x" * 2_000_000}, "s",
+                                                           "iopub")))
+    assert activity.kernels[KERNEL].execution_state == "busy"
+    activity.from_kernel(KERNEL, serialize_v1(status("idle", channel="shell")))
+    assert activity.kernels[KERNEL].execution_state == "busy"
+    activity.from_kernel(KERNEL, serialize_v1(status("idle")))
+    assert activity.kernels[KERNEL].execution_state == "idle"
+
+
+def test_legacy_status_frames_set_the_state() -> None:
+    """Legacy text and binary status messages set the state; garbage is ignored."""
+    activity = Activity()
+    activity.from_kernel(KERNEL, serialize_legacy(status("busy")))
+    assert activity.kernels[KERNEL].execution_state == "busy"
+    activity.from_kernel(KERNEL, serialize_legacy({**status("idle"), "buffers": [b"b"]}))
+    assert activity.kernels[KERNEL].execution_state == "idle"
+    activity.from_kernel(KERNEL, '{"execution_state": not json')
+    activity.from_kernel(KERNEL, b"\0\0\0\x09garbage")
+    assert activity.kernels[KERNEL].execution_state == "idle"
+
+
+def test_merge_prefers_what_the_front_saw() -> None:
+    """The merged model has the front's state, the later last activity and at least the
+    front's sockets; a remote that says `dead` is believed; unknown kernels are untouched."""
+    activity = Activity()
+    remote = {"id": KERNEL, "name": "python3", "execution_state": "starting",
+              "last_activity": "2020-01-01T00:00:00Z", "connections": 0}
+    assert activity.merge(remote) == remote
+    activity.opened(KERNEL, "s")
+    activity.from_kernel(KERNEL, serialize_v1(status("busy")))
+    merged = activity.merge(remote)
+    assert merged["execution_state"] == "busy"
+    assert merged["connections"] == 1
+    assert (parse_time(merged["last_activity"]) or 0) > (parse_time(remote["last_activity"])
+                                                         or 0)
+    assert activity.merge({**remote, "execution_state": "dead"})["execution_state"] == "dead"
+    activity.closed(KERNEL, "s")
+    assert activity.merge(remote)["connections"] == 0
+    json.dumps(merged)
