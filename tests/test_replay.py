@@ -178,3 +178,70 @@ async def test_an_overflowing_buffer_is_dropped(
             assert (await again.execute("print(6 * 7)", timeout=30)).stdout == "42\n"
         finally:
             await again.close()
+
+
+# ---------------------------------------------------------------- the remote's side blips
+
+# What the remote itself buffers for a session whose socket dropped: jupyter_server and the
+# gateways built on it replay it when the same session_id returns; Jupyverse buffers nothing,
+# so what it loses is what the kernel printed during the reconnect (measured: nothing at 10
+# lines/s, since the client is back within tens of milliseconds).
+REMOTE_BUFFERS = {"jupyverse": False, "jupyter_server": True, "kernel_gateway": True,
+                  "enterprise_gateway": True}
+
+
+@pytest.fixture(scope="module")
+def remote_link(loop: BackgroundLoop, remote: Server) -> Iterator[FaultProxy]:
+    """The front's network to the remote."""
+    proxy = FaultProxy(remote.port, loop=loop)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="module")
+def linked_front(remote_link: FaultProxy, remote: Server, remote_kind: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = front_server(tmp_path_factory.mktemp("linked-front"), remote_link.url,
+                          remote.token, extra=["--set", f"remote_kernels.kind={remote_kind}"]
+                          ).start()
+    yield server
+    server.stop()
+
+
+async def test_an_upstream_blip_loses_only_what_the_remote_does_not_buffer(
+        remote_link: FaultProxy, linked_front: Server, remote_kind: str) -> None:
+    """The front-to-remote link is cut mid-cell: the client is closed (not 1000/1001, so
+    JupyterLab reconnects), comes back at once with its session_id, and gets the rest in
+    order, never twice; with a remote that buffers (jupyter_server, gateways), nothing is lost."""
+    api = await login(linked_front)
+    response = await api.post("/api/kernels", json={"name": "python3"})
+    assert response.status_code == 201, response.text
+    kernel_id = response.json()["id"]
+    url = f"ws://127.0.0.1:{linked_front.port}/api/kernels/{kernel_id}/channels"
+    session = uuid.uuid4().hex
+    before: list[int] = []
+    after: list[int] = []
+    try:
+        with anyio.fail_after(90):
+            conn = await KernelConnection.open(url, cookie=cookie_header(api), session=session,
+                                               open_timeout=30)
+            parent = await _start_cell(conn)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_numbers_until, conn, parent, before, False)
+                await wait_until(lambda: len(before) >= 5, 30, "the first lines")
+                remote_link.cut()
+            assert conn.ws.close_code not in (1000, 1001), conn.ws.close_code
+            again = await KernelConnection.open(url, cookie=cookie_header(api),
+                                                session=session, open_timeout=30)
+            try:
+                await _numbers_until(again, parent, after, True)
+            finally:
+                await again.close()
+    finally:
+        await api.delete(f"/api/kernels/{kernel_id}")
+        await api.aclose()
+    got = before + after
+    print(f"{remote_kind}: upstream blip, {len(got)} of {LINES} lines")
+    assert got == sorted(set(got)), f"out of order or twice: {got}"
+    if REMOTE_BUFFERS[remote_kind]:
+        assert got == list(range(LINES)), got
