@@ -92,6 +92,18 @@ async def _start_cell(conn: KernelConnection) -> str:
     return str(msg["header"]["msg_id"])
 
 
+async def _cut_after_first_lines(conn: KernelConnection, proxy: FaultProxy,
+                                 before: list[int]) -> str:
+    """Start the numbered cell on `conn`, collect its first lines into `before`, then cut
+    every connection through `proxy`; the cell's msg_id."""
+    parent = await _start_cell(conn)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_numbers_until, conn, parent, before, False)
+        await wait_until(lambda: len(before) >= 5, 30, "the first lines")
+        proxy.cut()
+    return parent
+
+
 async def _blip(client_proxy: FaultProxy, api: httpx.AsyncClient, kernel_id: str,
                 away_seconds: float) -> tuple[list[int], list[int]]:
     """Run the numbered cell, cut the client after a few lines, come back after
@@ -101,11 +113,7 @@ async def _blip(client_proxy: FaultProxy, api: httpx.AsyncClient, kernel_id: str
     before: list[int] = []
     after: list[int] = []
     with anyio.fail_after(60):
-        parent = await _start_cell(conn)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_numbers_until, conn, parent, before, False)
-            await wait_until(lambda: len(before) >= 5, 20, "the first lines")
-            client_proxy.cut()
+        parent = await _cut_after_first_lines(conn, client_proxy, before)
         await anyio.sleep(away_seconds)  # the blip itself: the client is away this long
         again = await _open(client_proxy, api, kernel_id, session)
         try:
@@ -132,11 +140,7 @@ async def test_past_the_grace_period_the_buffer_is_dropped(
     conn = await _open(client_proxy, api, kernel_id, session)
     before: list[int] = []
     with anyio.fail_after(60):
-        parent = await _start_cell(conn)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_numbers_until, conn, parent, before, False)
-            await wait_until(lambda: len(before) >= 5, 20, "the first lines")
-            client_proxy.cut()
+        parent = await _cut_after_first_lines(conn, client_proxy, before)
         await wait_until(lambda: "grace period ended" in replay_front.log_tail(400), 20,
                          "the front dropped the buffer at the end of the grace period")
         again = await _open(client_proxy, api, kernel_id, session)
@@ -225,11 +229,7 @@ async def test_an_upstream_blip_loses_only_what_the_remote_does_not_buffer(
         with anyio.fail_after(90):
             conn = await KernelConnection.open(url, cookie=cookie_header(api), session=session,
                                                open_timeout=30)
-            parent = await _start_cell(conn)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_numbers_until, conn, parent, before, False)
-                await wait_until(lambda: len(before) >= 5, 30, "the first lines")
-                remote_link.cut()
+            parent = await _cut_after_first_lines(conn, remote_link, before)
             assert conn.ws.close_code not in (1000, 1001), conn.ws.close_code
             again = await KernelConnection.open(url, cookie=cookie_header(api),
                                                 session=session, open_timeout=30)
