@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 
-from fps_remote_kernels.activity import Activity, parse_time
+import anyio
+import httpx
+import pytest
 
-from .kernel_client import make_message, serialize_legacy, serialize_v1
+from fps_remote_kernels.activity import Activity, parse_time
+from fps_remote_kernels.launch import Server
+
+from .conftest import cookie_header, ws_url
+from .kernel_client import KernelConnection, make_message, serialize_legacy, serialize_v1
 
 KERNEL = "0b5e7b4c-6f0a-4c36-9a59-2b8f3c1d2e4f"
 
@@ -61,3 +67,36 @@ def test_merge_prefers_what_the_front_saw() -> None:
     activity.closed(KERNEL, "s")
     assert activity.merge(remote)["connections"] == 0
     json.dumps(merged)
+
+
+@pytest.mark.anyio
+async def test_a_running_cell_shows_busy_through_the_front(
+        front: Server, api: httpx.AsyncClient, session: dict) -> None:
+    """On a Jupyverse remote (which leaves REST execution_state at `starting` for v1 sockets),
+    GET /api/kernels/{id} through the front says `busy` while a cell sleeps, then `idle`,
+    and counts the open socket."""
+    kernel_id = session["kernel"]["id"]
+
+    async def state() -> dict:
+        response = await api.get(f"/api/kernels/{kernel_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie_header(api),
+                                       open_timeout=30)
+    try:
+        with anyio.fail_after(60):
+            await conn.execute("1", timeout=30)
+            msg_id = await conn.request("execute_request", {
+                "code": "import time; time.sleep(3)", "silent": False,
+                "store_history": False, "user_expressions": {}, "allow_stdin": False,
+                "stop_on_error": True})
+            await conn.wait_for("execute_input", parent=msg_id)
+            busy = await state()
+            assert busy["execution_state"] == "busy", busy
+            assert busy["connections"] >= 1, busy
+            await conn.collect(msg_id)
+            idle = await state()
+            assert idle["execution_state"] == "idle", idle
+    finally:
+        await conn.close()
