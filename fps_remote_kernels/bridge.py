@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
-from anyio import CancelScope, create_task_group, move_on_after
+from anyio import CancelScope, Event, create_task_group, move_on_after
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketState
 from websockets.asyncio.client import ClientConnection
@@ -34,6 +34,7 @@ from .replay import AwaySession, ReplayBuffers
 logger = structlog.get_logger()
 
 # Close codes (RFC 6455): invalid payload, policy violation, going away, server error.
+WS_NORMAL_CLOSURE = 1000
 WS_INVALID_PAYLOAD = 1007
 WS_POLICY_VIOLATION = 1008
 WS_GOING_AWAY = 1001
@@ -94,14 +95,29 @@ class KernelChannelsBridge:
         self.replay = replay
         self._client_vanished = False
         self._scope = CancelScope()
-        self._shutting_down = False
+        self._ending: tuple[int, str] | None = None  # the close code the client gets
+        self.finished = Event()
 
     def shutdown(self) -> None:
         """End the bridge now (the front is stopping): the client gets 1012 Service Restart."""
-        self._shutting_down = True
+        self._end(WS_SERVICE_RESTART, "Server shutting down")
+
+    def replace(self) -> None:
+        """A newer socket of the same session arrived: it wins, as in jupyter_server. This
+        one is closed with 1000, on which JupyterLab stops reconnecting (no tug of war)."""
+        self._end(WS_NORMAL_CLOSURE, "Replaced by a newer connection of the same session")
+
+    def _end(self, code: int, reason: str) -> None:
+        self._ending = (code, reason)
         self._scope.cancel()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.finished.set()
+
+    async def _run(self) -> None:
         with self._scope:
             offered = list(self.websocket.scope.get("subprotocols") or [])
             away = (await self.replay.claim(self.kernel_id, self.session_id)
@@ -130,9 +146,9 @@ class KernelChannelsBridge:
                 if not kept:
                     with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
                         await upstream.close()
-        if self._shutting_down:
+        if self._ending is not None:
             with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):
-                await self._close_client(WS_SERVICE_RESTART, "Server shutting down")
+                await self._close_client(*self._ending)
 
     async def _open_upstream(self, offered: list[str]
                              ) -> tuple[ClientConnection | None, RemoteKernelsError | None]:

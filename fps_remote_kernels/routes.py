@@ -155,6 +155,8 @@ class _RemoteKernels(Kernels):
         self.replay = replay
         self._app_ref = app
         self._bridges: set[KernelChannelsBridge] = set()
+        # The open bridge of each (kernel, session_id): a newer one replaces it.
+        self._live: dict[tuple[str, str], KernelChannelsBridge] = {}
         # Capabilities that watch kernel traffic register here (activity, metrics, ...).
         self.observers = Observers()
         super().__init__(app=app, auth=auth)
@@ -374,11 +376,22 @@ class _RemoteKernels(Kernels):
         bridge = KernelChannelsBridge(websocket, remote.client, kernel_id, session_id,
                                       kernel_exists=partial(remote.kernel, kernel_id),
                                       observers=self.observers.all, replay=self.replay)
+        key = (kernel_id, session_id)
+        older = self._live.get(key)
+        if older is not None:
+            # The older socket and its upstream go first: a remote that forgets a session
+            # when its socket closes must not forget the newer one's.
+            older.replace()
+            with anyio.move_on_after(5):
+                await older.finished.wait()
+        self._live[key] = bridge
         self._bridges.add(bridge)
         try:
             await bridge.run()
         finally:
             self._bridges.discard(bridge)
+            if self._live.get(key) is bridge:
+                del self._live[key]
 
 
 def _iso(moment: Any) -> str:

@@ -245,3 +245,24 @@ async def test_an_upstream_blip_loses_only_what_the_remote_does_not_buffer(
     assert got == sorted(set(got)), f"out of order or twice: {got}"
     if REMOTE_BUFFERS[remote_kind]:
         assert got == list(range(LINES)), got
+
+
+async def test_a_newer_socket_of_the_same_session_wins(
+        replay_front: Server, kernel: tuple[httpx.AsyncClient, str]) -> None:
+    """A second socket with the same session_id while the first is open: the first is closed
+    with 1000 (JupyterLab stops reconnecting it), the newer one gets the replies."""
+    api, kernel_id = kernel
+    url = f"ws://127.0.0.1:{replay_front.port}/api/kernels/{kernel_id}/channels"
+    session = uuid.uuid4().hex
+    older = await KernelConnection.open(url, cookie=cookie_header(api), session=session,
+                                        open_timeout=30)
+    newer = await KernelConnection.open(url, cookie=cookie_header(api), session=session,
+                                        open_timeout=30)
+    try:
+        with anyio.fail_after(30):
+            await older.ws.wait_closed()
+        assert older.ws.close_code == 1000
+        assert "newer connection" in (older.ws.close_reason or "")
+        assert (await newer.execute("print(6 * 7)", timeout=30)).stdout == "42\n"
+    finally:
+        await newer.close()
