@@ -94,6 +94,7 @@ class KernelChannelsBridge:
         self.observers = observers
         self.replay = replay
         self._client_vanished = False
+        self.away = False  # its client vanished; it keeps the upstream for a reconnect
         self._scope = CancelScope()
         self._ending: tuple[int, str] | None = None  # the close code the client gets
         self.finished = Event()
@@ -140,6 +141,7 @@ class KernelChannelsBridge:
                 await self._relay(upstream, choose_wire(offered, upstream.subprotocol),
                                   list(away.frames) if away else [])
                 if self._client_vanished and self.replay is not None and self.replay.enabled:
+                    self.away = True
                     kept = await self.replay.keep_while_away(
                         AwaySession(self.kernel_id, self.session_id, upstream), self.observers)
             finally:

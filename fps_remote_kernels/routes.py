@@ -378,7 +378,8 @@ class _RemoteKernels(Kernels):
                                       observers=self.observers.all, replay=self.replay)
         key = (kernel_id, session_id)
         older = self._live.get(key)
-        if older is not None:
+        # An away bridge is not replaced: the new socket claims its upstream and buffer.
+        if older is not None and not older.away:
             # The older socket and its upstream go first: a remote that forgets a session
             # when its socket closes must not forget the newer one's.
             older.replace()
