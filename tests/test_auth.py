@@ -42,17 +42,22 @@ async def logged_in(front: Server) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def run_a_kernel(front: Server, client: httpx.AsyncClient) -> None:
-    """Start a kernel through the front, execute on its socket, shut it down."""
+async def start_and_execute(front: Server, client: httpx.AsyncClient) -> httpx.Response:
+    """Start a kernel through the front and execute on its socket; the start's answer."""
     response = await client.post("/api/kernels", json={"name": "python3"})
     assert response.status_code == 201, response.text
-    kernel_id = response.json()["id"]
     cookie = f"fastapiusersauth={client.cookies['fastapiusersauth']}"
-    conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie)
+    conn = await KernelConnection.open(ws_url(front, response.json()["id"]), cookie=cookie)
     try:
         assert (await conn.execute("print(6 * 7)")).stdout == "42\n"
     finally:
         await conn.close()
+    return response
+
+
+async def run_a_kernel(front: Server, client: httpx.AsyncClient) -> None:
+    """Start a kernel through the front, execute on its socket, shut it down."""
+    kernel_id = (await start_and_execute(front, client)).json()["id"]
     assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
 
 
@@ -191,16 +196,9 @@ async def test_every_call_of_a_kernel_lands_on_the_replica_its_affinity_cookie_n
         "--set", "remote_kernels.kind=jupyter_server"]).start()
     try:
         async with logged_in(front) as client:
-            response = await client.post("/api/kernels", json={"name": "python3"})
-            assert response.status_code == 201, response.text
+            response = await start_and_execute(front, client)
             assert AFFINITY_COOKIE not in response.headers.get("set-cookie", "")
             kernel_id = response.json()["id"]
-            cookie = f"fastapiusersauth={client.cookies['fastapiusersauth']}"
-            conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie)
-            try:
-                assert (await conn.execute("print(6 * 7)")).stdout == "42\n"
-            finally:
-                await conn.close()
             restart = await client.post(f"/api/kernels/{kernel_id}/restart")
             assert restart.status_code == 200, restart.text
             assert (await client.delete(f"/api/kernels/{kernel_id}")).status_code == 204
