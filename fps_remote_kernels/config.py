@@ -114,6 +114,24 @@ class _RemoteConnection(Config):
         "not set.",
     )
     # -- end of credentials --
+    # ---- pools (issue 12)
+    pool: str | None = Field(
+        default=None,
+        description=(
+            "Name of the pool this remote belongs to. The members of a pool offer their "
+            "kernelspecs once, under plain names (display names say the pool); a new kernel "
+            "goes to the reachable member with the fewest kernels (ties: round robin)."
+        ),
+    )
+
+    @field_validator("pool")
+    @classmethod
+    def _check_pool(cls, value: str | None) -> str | None:
+        if value is not None and not _REMOTE_NAME.match(value):
+            raise ValueError("must be 1-32 letters, digits, '-' or '_'")
+        return value
+    # ---- end of pools
+
     kernelspecs: list[str] = Field(
         default_factory=lambda: ["*"],
         description=(
@@ -250,7 +268,7 @@ class RemoteKernelsConfig(_RemoteConnection):
             "Several remotes, as a JSON list of objects with the keys of a single remote "
             "(name, url, kind, token, token_env, token_file, auth_scheme, auth_header, "
             "http_user, http_pwd, http_pwd_env, ws_url, headers, verify, client_cert, "
-            'client_key, kernelspecs), e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
+            'client_key, kernelspecs, pool), e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
             "A kernel or session goes to the remote that serves its kernelspec. The inline "
             "url, if given, is one more remote, listed first."
         ),
@@ -364,6 +382,48 @@ class RemoteKernelsConfig(_RemoteConnection):
         return value
     # ---- end of auth cache
 
+    # ---- idle culling (issue 12): jupyter_server's MappingKernelManager options
+    cull_idle_timeout: float = Field(
+        default=0,
+        description=(
+            "Seconds of inactivity after which the front shuts down a kernel it started, on "
+            "any kind of remote (jupyter_server's cull_idle_timeout). 0 disables culling."
+        ),
+    )
+    cull_interval: float = Field(
+        default=300,
+        description="Seconds between checks for idle kernels (jupyter_server's cull_interval).",
+    )
+    cull_connected: bool = Field(
+        default=False,
+        description=(
+            "Cull idle kernels that still have open connections (jupyter_server's "
+            "cull_connected)."
+        ),
+    )
+    cull_busy: bool = Field(
+        default=False,
+        description=(
+            "Cull kernels that are busy but have shown no activity for cull_idle_timeout "
+            "(jupyter_server's cull_busy)."
+        ),
+    )
+
+    @field_validator("cull_idle_timeout")
+    @classmethod
+    def _check_cull_idle_timeout(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be zero (off) or a positive number of seconds")
+        return value
+
+    @field_validator("cull_interval")
+    @classmethod
+    def _check_cull_interval(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+    # ---- end of idle culling
+
     @field_validator(
         "connect_timeout", "request_timeout", "kernel_start_timeout", "ping_interval",
         "ping_timeout",
@@ -415,6 +475,9 @@ class RemoteKernelsConfig(_RemoteConnection):
                 raise ValueError(f"remotes: remote {remote.name!r} has no url")
         if len(set(names)) != len(names):
             raise ValueError("remotes: each remote needs its own name")
+        # `gpu:python3` names a remote's or a pool's kernelspec: the two must not clash.
+        for pool in {remote.pool for remote in self.all_remotes()} & set(names):
+            raise ValueError(f"remotes: pool {pool!r} has the name of a remote")
         return self
 
     def all_remotes(self) -> list[RemoteConfig]:

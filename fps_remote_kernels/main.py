@@ -18,8 +18,10 @@ from .activity import Activity
 from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
+from .culling import Culler, CullPolicy
 from .documents import guard_rooms
 from .exitcode import exit_nonzero_on_failure
+from .placement import Pools
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
@@ -39,6 +41,8 @@ class RemoteKernelsModule(Module):
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
+        self._culler: Culler | None = None
+        self._culling = anyio.CancelScope()
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
@@ -79,7 +83,12 @@ class RemoteKernelsModule(Module):
         service = KernelService(
             remotes, store, self.config.env_allowlist,
             {remote.name: remote.kernelspecs for remote in self.config.all_remotes()},
+            Pools({remote.name: remote.pool for remote in self.config.all_remotes()}),
         )
+        if self.config.cull_idle_timeout > 0:
+            self._culler = Culler(service, CullPolicy(
+                self.config.cull_idle_timeout, self.config.cull_interval,
+                self.config.cull_connected, self.config.cull_busy))
         # The routes check the front's auth through a short-lived cache of successful checks.
         routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)
         self.kernels = _RemoteKernels(
@@ -106,7 +115,13 @@ class RemoteKernelsModule(Module):
         async with anyio.create_task_group() as tg:
             self._signal_watch = tg
             tg.start_soon(self._stop_gracefully_on_sigterm)
+            if self._culler is not None:
+                tg.start_soon(self._cull, self._culler)
             self.done()
+
+    async def _cull(self, culler: Culler) -> None:
+        with self._culling:
+            await culler.run()
 
     async def _stop_gracefully_on_sigterm(self) -> None:
         # fps stops gracefully on Ctrl-C only; service managers send SIGTERM. Stopping
@@ -119,6 +134,7 @@ class RemoteKernelsModule(Module):
                 return
 
     async def stop(self) -> None:
+        self._culling.cancel()  # before the clients and the store it uses close
         if self.kernels is not None:
             await self.kernels.stop()
         for client in self._clients:

@@ -212,6 +212,7 @@ class _RemoteKernels(Kernels):
             "kernels": sum(counts) if counts else None,
             "remote": remotes[0],  # the first (or only) remote
             "remotes": remotes,
+            "pools": self.service.pool_status(remotes),
         }
 
     # ---------------------------------------------------------------- kernelspecs
