@@ -42,7 +42,7 @@ class RemoteKernelsModule(Module):
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
         self._culler: Culler | None = None
-        self._culling = anyio.CancelScope()
+        self._culling: anyio.CancelScope | None = None
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
@@ -120,7 +120,7 @@ class RemoteKernelsModule(Module):
             self.done()
 
     async def _cull(self, culler: Culler) -> None:
-        with self._culling:
+        with anyio.CancelScope() as self._culling:
             await culler.run()
 
     async def _stop_gracefully_on_sigterm(self) -> None:
@@ -134,7 +134,8 @@ class RemoteKernelsModule(Module):
                 return
 
     async def stop(self) -> None:
-        self._culling.cancel()  # before the clients and the store it uses close
+        if self._culling is not None:
+            self._culling.cancel()  # before the clients and the store it uses close
         if self.kernels is not None:
             await self.kernels.stop()
         for client in self._clients:
