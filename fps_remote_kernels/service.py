@@ -166,7 +166,9 @@ class KernelService:
         for spec in specs["kernelspecs"].values():
             if spec["offerer"] == offerer and spec["remote_name"] == name:
                 return spec["front_name"]
-        return name
+        # Its remote's specs are not offered now (it does not answer): never the plain name
+        # of another remote's spec.
+        return f"{offerer}:{name}" if name in specs["kernelspecs"] else name
 
     # ---------------------------------------------------------------- kernels
 
