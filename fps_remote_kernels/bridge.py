@@ -108,6 +108,11 @@ class KernelChannelsBridge:
         one is closed with 1000, on which JupyterLab stops reconnecting (no tug of war)."""
         self._end(WS_NORMAL_CLOSURE, "Replaced by a newer connection of the same session")
 
+    def kernel_gone(self) -> None:
+        """The front shut the kernel down (deleted, culled): the client gets 1000, on which
+        JupyterLab stops reconnecting. (A Jupyverse remote leaves the socket open.)"""
+        self._end(WS_NORMAL_CLOSURE, "Kernel shut down")
+
     def _end(self, code: int, reason: str) -> None:
         self._ending = (code, reason)
         self._scope.cancel()

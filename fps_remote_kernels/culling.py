@@ -14,6 +14,7 @@ forgets the ones it keeps; Jupyverse and jupyter_server drop theirs when the ker
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +62,12 @@ def cull_reason(model: dict[str, Any], now: float, policy: CullPolicy) -> str | 
 class Culler:
     """Checks the kernels the front started every `interval` seconds and culls the idle ones."""
 
-    def __init__(self, service: KernelService, policy: CullPolicy) -> None:
+    def __init__(self, service: KernelService, policy: CullPolicy,
+                 culled: Callable[[str], None] | None = None) -> None:
         self.service = service
         self.policy = policy
+        # Told each culled kernel's id (the routes close the sockets open to it).
+        self.culled = culled
 
     async def run(self) -> None:
         logger.info("Culling idle kernels the front started", cull_idle_timeout=self.policy
@@ -114,4 +118,6 @@ class Culler:
                                status=e.status, message=e.message)
                 return False
             self.service.store.forget_kernel(kernel_id)
+        if self.culled is not None:
+            self.culled(kernel_id)
         return True

@@ -85,10 +85,6 @@ class RemoteKernelsModule(Module):
             {remote.name: remote.kernelspecs for remote in self.config.all_remotes()},
             Pools({remote.name: remote.pool for remote in self.config.all_remotes()}),
         )
-        if self.config.cull_idle_timeout > 0:
-            self._culler = Culler(service, CullPolicy(
-                self.config.cull_idle_timeout, self.config.cull_interval,
-                self.config.cull_connected, self.config.cull_busy))
         # The routes check the front's auth through a short-lived cache of successful checks.
         routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)
         self.kernels = _RemoteKernels(
@@ -105,6 +101,11 @@ class RemoteKernelsModule(Module):
             auth_cache,
         )
         self.kernels.observers.add(activity)
+        if self.config.cull_idle_timeout > 0:
+            self._culler = Culler(service, CullPolicy(
+                self.config.cull_idle_timeout, self.config.cull_interval,
+                self.config.cull_connected, self.config.cull_busy),
+                self.kernels.end_kernel_sockets)
         self.put(self.kernels, Kernels)
         await self._guard_collaboration_rooms()
         # The front starts even when the remotes are down: nothing is asked of them here.

@@ -286,8 +286,16 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def shutdown_kernel(self, kernel_id, user: User):
-        await self.service.shutdown_kernel(_kernel_id(kernel_id))
+        kernel_id = _kernel_id(kernel_id)
+        await self.service.shutdown_kernel(kernel_id)
+        self.end_kernel_sockets(kernel_id)
         return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    def end_kernel_sockets(self, kernel_id: str) -> None:
+        """Close the sockets open to a kernel the front shut down (deleted, culled)."""
+        for bridge in list(self._bridges):
+            if bridge.kernel_id == kernel_id:
+                bridge.kernel_gone()
 
     @answers_errors
     async def interrupt_kernel(self, kernel_id, user: User):
