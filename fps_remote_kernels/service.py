@@ -129,10 +129,16 @@ class KernelService:
         specs = (await self.kernelspecs())["kernelspecs"]
         spec = specs.get(front_name)
         if spec is None and ":" in front_name:
-            # `remote:name` always names a spec, clashing or not.
+            # `remote:name` (or `pool:name`) always names a spec, clashing or not.
             remote, _, name = front_name.partition(":")
             spec = next((s for s in specs.values()
                          if s["offerer"] == remote and s["remote_name"] == name), None)
+            if spec is None:
+                # `member:name` pins a pool's spec to that member.
+                pooled = next((s for s in specs.values() if s["pool"] is not None
+                               and remote in s["members"] and s["remote_name"] == name), None)
+                if pooled is not None:
+                    spec = {**pooled, "remote": remote, "members": [remote], "pool": None}
         if spec is None:
             raise not_found(f"Kernel spec {front_name}")
         return spec

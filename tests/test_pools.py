@@ -82,7 +82,7 @@ async def start_kernels(api: httpx.AsyncClient, count: int, name: str = "python3
     async def one() -> None:
         response = await api.post("/api/kernels", json={"name": name}, timeout=180)
         assert response.status_code == 201, response.text
-        assert response.json()["name"] == name
+        assert response.json()["name"] == name.removeprefix("gpu2:")
         ids.append(response.json()["id"])
 
     with anyio.fail_after(240):
@@ -107,6 +107,15 @@ async def test_a_pool_offers_its_kernelspecs_once(api: httpx.AsyncClient) -> Non
     assert specs["default"] == "python3"
     assert specs["kernelspecs"]["python3"]["spec"]["display_name"].endswith("(gpu)")
     assert specs["kernelspecs"]["cpu:python3"]["spec"]["display_name"].endswith("(cpu)")
+
+
+async def test_a_member_can_be_named(servers: Servers, api: httpx.AsyncClient) -> None:
+    """`member:spec` starts the pool's spec on that member only."""
+    (kernel_id,) = await start_kernels(api, 1, "gpu2:python3")
+    try:
+        assert kernel_id in await kernels_on(servers.gpu2)
+    finally:
+        assert (await api.delete(f"/api/kernels/{kernel_id}")).status_code == 204
 
 
 async def test_ten_kernels_spread_five_and_five(servers: Servers, api: httpx.AsyncClient,
