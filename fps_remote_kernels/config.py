@@ -114,6 +114,17 @@ class _RemoteConnection(Config):
         "not set.",
     )
     # -- end of credentials --
+    # -- working directories (see working_dirs.py) --
+    kernel_working_dir_root: str | None = Field(
+        default=None,
+        description=(
+            "Where the front's root directory is on the kernel host, as an absolute path (a "
+            "shared filesystem). With it, a kernel started for a notebook in a/b/ gets "
+            "KERNEL_WORKING_DIR=<this>/a/b (Enterprise Gateway starts container and remote "
+            "kernels there; GatewayClient sends the front's own path instead). Without it, no "
+            "KERNEL_WORKING_DIR is sent; the notebook's directory is always sent as `path`."
+        ),
+    )
     kernelspecs: list[str] = Field(
         default_factory=lambda: ["*"],
         description=(
@@ -202,6 +213,15 @@ class _RemoteConnection(Config):
             raise ValueError(f"must be a single word such as token or Bearer, got {value!r}")
         return value
 
+    @field_validator("kernel_working_dir_root")
+    @classmethod
+    def _check_working_dir_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not (value.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", value)):
+            raise ValueError(f"must be an absolute path on the kernel host, got {value!r}")
+        return value
+
     @field_validator("token_file")
     @classmethod
     def _check_token_file(cls, value: str | None) -> str | None:
@@ -250,7 +270,8 @@ class RemoteKernelsConfig(_RemoteConnection):
             "Several remotes, as a JSON list of objects with the keys of a single remote "
             "(name, url, kind, token, token_env, token_file, auth_scheme, auth_header, "
             "http_user, http_pwd, http_pwd_env, ws_url, headers, verify, client_cert, "
-            'client_key, kernelspecs), e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
+            "client_key, kernelspecs, kernel_working_dir_root), "
+            'e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
             "A kernel or session goes to the remote that serves its kernelspec. The inline "
             "url, if given, is one more remote, listed first."
         ),

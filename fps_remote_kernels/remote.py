@@ -19,6 +19,7 @@ from .cache import CoalescingCache
 from .client import RemoteClient
 from .errors import bad_gateway, not_found
 from .kinds import Kind
+from .working_dirs import kernel_working_dir, relative_dir
 
 logger = structlog.get_logger()
 
@@ -26,6 +27,7 @@ logger = structlog.get_logger()
 # (POST /api/kernels); they are hidden from the session list.
 KERNEL_ONLY_SESSION_TYPE = "x-remote-kernels-kernel-only"
 _SESSION_FIELDS = ("id", "path", "name", "type", "kernel")
+_MAX_USER_CACHES = 1000
 
 
 class RemoteKernels:
@@ -38,6 +40,8 @@ class RemoteKernels:
         self._kernelspecs: CoalescingCache[dict[str, Any]] = CoalescingCache(
             kernelspecs_cache_ttl
         )
+        # Enterprise Gateway lists kernelspecs per user: one short-lived answer per user.
+        self._kernelspecs_of_user: dict[str, CoalescingCache[dict[str, Any]]] = {}
 
     async def kind(self) -> Kind:
         return await self.client.ensure_kind()
@@ -52,11 +56,20 @@ class RemoteKernels:
 
     # ---------------------------------------------------------------- kernelspecs
 
-    async def kernelspecs(self) -> dict[str, Any]:
-        return await self._kernelspecs.get(self._fetch_kernelspecs)
+    async def kernelspecs(self, user: str | None = None) -> dict[str, Any]:
+        """The remote's kernelspecs; those `user` may start, if the remote filters per user."""
+        if user is None or not (await self.kind()).kernelspecs_per_user:
+            return await self._kernelspecs.get(self._fetch_kernelspecs)
+        cache = self._kernelspecs_of_user.get(user)
+        if cache is None:
+            if len(self._kernelspecs_of_user) >= _MAX_USER_CACHES:
+                self._kernelspecs_of_user.pop(next(iter(self._kernelspecs_of_user)))
+            cache = self._kernelspecs_of_user[user] = CoalescingCache(self._kernelspecs.ttl)
+        return await cache.get(lambda: self._fetch_kernelspecs(user))
 
-    async def _fetch_kernelspecs(self) -> dict[str, Any]:
-        specs = await self.client.get_json("api/kernelspecs")
+    async def _fetch_kernelspecs(self, user: str | None = None) -> dict[str, Any]:
+        path = f"api/kernelspecs?user={quote(user, safe='')}" if user else "api/kernelspecs"
+        specs = await self.client.get_json(path)
         if not isinstance(specs, dict) or not isinstance(specs.get("kernelspecs"), dict):
             raise bad_gateway(self.client.name, "kernelspecs answer is not a kernelspecs model")
         return specs
@@ -88,6 +101,7 @@ class RemoteKernels:
     async def start_kernel(self, name: str, path: str | None, env: dict[str, str]
                            ) -> dict[str, Any]:
         kind = await self.kind()
+        path = relative_dir(path)
         if kind.post_kernels:
             body: dict[str, Any] = {"name": name}
             if path:
@@ -95,6 +109,10 @@ class RemoteKernels:
             if kind.kernel_env:
                 if kind.launch_timeout_env:
                     env = {"KERNEL_LAUNCH_TIMEOUT": str(int(self.start_timeout)), **env}
+                root = self.client.remote.kernel_working_dir_root
+                if root is not None and "KERNEL_WORKING_DIR" not in env:
+                    # As GatewayClient: a KERNEL_WORKING_DIR the client sent wins.
+                    env = {**env, "KERNEL_WORKING_DIR": kernel_working_dir(root, path)}
                 body["env"] = env
             response = await self.client.request("POST", "api/kernels", json=body,
                                                  timeout=self.start_timeout)

@@ -218,7 +218,8 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def get_kernelspecs(self, user: User):
-        specs = await self.service.kernelspecs()
+        # Enterprise Gateway lists what KERNEL_USERNAME may start (its `?user=`).
+        specs = await self.service.kernelspecs(self.kernel_username(user))
         return {
             "default": specs["default"],
             "kernelspecs": {

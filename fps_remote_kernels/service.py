@@ -73,9 +73,10 @@ class KernelService:
 
     # ---------------------------------------------------------------- kernelspecs
 
-    async def kernelspecs(self) -> dict[str, Any]:
-        """The merged kernelspecs, each with `remote` and `remote_name` for routing."""
-        results = await self._on_each(lambda remote: remote.kernelspecs())
+    async def kernelspecs(self, user: str | None = None) -> dict[str, Any]:
+        """The merged kernelspecs, each with `remote` and `remote_name` for routing; with
+        `user`, what remotes that filter per user (Enterprise Gateway) offer to that user."""
+        results = await self._on_each(lambda remote: remote.kernelspecs(user))
         merged: dict[str, dict[str, Any]] = {}
         default = None
         several = len(self.order) > 1
