@@ -365,6 +365,16 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
+    # ---- metrics (metrics.py)
+    authenticate_prometheus: bool = Field(
+        default=True,
+        description=(
+            "Whether GET /metrics (Prometheus text format) needs the front's login, like every "
+            "other route (jupyter_server's ServerApp.authenticate_prometheus). Set false only "
+            "when the front's port is reachable by trusted scrapers alone."
+        ),
+    )
+
     # ---- auth cache (issue 9)
     auth_cache_ttl: float = Field(
         default=5.0,

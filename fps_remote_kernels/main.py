@@ -20,6 +20,7 @@ from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
 from .documents import guard_rooms
 from .exitcode import exit_nonzero_on_failure
+from .metrics import Metrics, MetricsRoutes
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
@@ -96,6 +97,7 @@ class RemoteKernelsModule(Module):
             auth_cache,
         )
         self.kernels.observers.add(activity)
+        self._serve_metrics(app, routes_auth, remotes, store, self.kernels.replay)
         self.put(self.kernels, Kernels)
         await self._guard_collaboration_rooms()
         # The front starts even when the remotes are down: nothing is asked of them here.
@@ -127,6 +129,18 @@ class RemoteKernelsModule(Module):
             self._store.close()
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
+
+    def _serve_metrics(self, app: App, auth: Auth, remotes: list[RemoteKernels], store: Store,
+                       replay: ReplayBuffers | None) -> None:
+        names = [remote.name for remote in remotes]
+        self.metrics = metrics = Metrics(
+            names, lambda kernel_id: store.kernel_remote(kernel_id) or names[0], replay)
+        for remote in remotes:
+            remote.client.request_observer = metrics.remote_request
+            remote.on_kernel_start = metrics.kernel_started
+        assert self.kernels is not None
+        self.kernels.observers.add(metrics)
+        MetricsRoutes(app, auth, metrics, self.config.authenticate_prometheus)
 
     async def _guard_collaboration_rooms(self) -> None:
         # With the collaboration plugins, deleting an open notebook would end the front.

@@ -8,6 +8,8 @@ for unknown kernels, 200 for interrupt, no `POST /api/kernels`, no `GET /api/ses
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +42,8 @@ class RemoteKernels:
         self._kernelspecs: CoalescingCache[dict[str, Any]] = CoalescingCache(
             kernelspecs_cache_ttl
         )
+        # Told of each kernel start asked of this remote: (remote name, whether it worked).
+        self.on_kernel_start: Callable[[str, bool], None] | None = None
         # Enterprise Gateway lists kernelspecs per user: one short-lived answer per user.
         self._kernelspecs_of_user: dict[str, CoalescingCache[dict[str, Any]]] = {}
 
@@ -114,10 +118,11 @@ class RemoteKernels:
                     # As GatewayClient: a KERNEL_WORKING_DIR the client sent wins.
                     env = {**env, "KERNEL_WORKING_DIR": kernel_working_dir(root, path)}
                 body["env"] = env
-            response = await self.client.request("POST", "api/kernels", json=body,
-                                                 timeout=self.start_timeout)
-            return _kernel_or_404(self.client.json_of(response, expected=(200, 201)),
-                                  "new kernel", self.client.name)
+            with self._counted_start():
+                response = await self.client.request("POST", "api/kernels", json=body,
+                                                     timeout=self.start_timeout)
+                return _kernel_or_404(self.client.json_of(response, expected=(200, 201)),
+                                      "new kernel", self.client.name)
         # A Jupyverse remote starts kernels only for sessions: start one through a session
         # that the front hides. Its path's parent is the kernel's working directory.
         marker = f".remote-kernel-{uuid.uuid4()}"
@@ -178,13 +183,27 @@ class RemoteKernels:
         raise not_found(f"Session {session_id}")
 
     async def create_session(self, model: dict[str, Any]) -> dict[str, Any]:
-        response = await self.client.request(
-            "POST", "api/sessions", json=model, timeout=self.start_timeout
-        )
-        session = self.client.json_of(response, expected=(200, 201))
-        if not isinstance(session, dict) or not isinstance(session.get("kernel"), dict):
-            raise bad_gateway(self.client.name, "session answer is not a session model")
+        starts_kernel = "id" not in (model.get("kernel") or {})
+        with self._counted_start() if starts_kernel else nullcontext():
+            response = await self.client.request(
+                "POST", "api/sessions", json=model, timeout=self.start_timeout
+            )
+            session = self.client.json_of(response, expected=(200, 201))
+            if not isinstance(session, dict) or not isinstance(session.get("kernel"), dict):
+                raise bad_gateway(self.client.name, "session answer is not a session model")
         return _session_model(session)
+
+    @contextmanager
+    def _counted_start(self) -> Iterator[None]:
+        """Tell `on_kernel_start` (the metrics) whether the kernel start inside worked."""
+        try:
+            yield
+        except Exception:  # a cancelled start (the client left) is not a failed one
+            if self.on_kernel_start is not None:
+                self.on_kernel_start(self.name, False)
+            raise
+        if self.on_kernel_start is not None:
+            self.on_kernel_start(self.name, True)
 
     async def update_session(self, session_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         await self.session(session_id)  # a Jupyverse remote answers 500 for unknown ids
