@@ -365,6 +365,23 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
+    # ---- the front's own process (serverpatches.py)
+    event_loop: str = Field(
+        default="asyncio",
+        description=(
+            "Event loop of the whole front process: asyncio, or uvloop (faster; needs the "
+            "uvloop package, and changes one anyio function so that anycorn works with it: "
+            "see the README). Applies to the whole Jupyverse server, not only this plugin."
+        ),
+    )
+
+    @field_validator("event_loop")
+    @classmethod
+    def _check_event_loop(cls, value: str) -> str:
+        if value not in ("asyncio", "uvloop"):
+            raise ValueError("must be asyncio or uvloop")
+        return value
+
     # ---- metrics (metrics.py)
     authenticate_prometheus: bool = Field(
         default=True,

@@ -24,6 +24,7 @@ from .metrics import Metrics, MetricsRoutes
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
+from .serverpatches import use_event_loop
 from .service import KernelService
 from .store import Store, default_store_path
 from .unread_body import CloseAfterUnreadBody
@@ -36,6 +37,8 @@ class RemoteKernelsModule(Module):
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name)
         self.config = load_config(kwargs)
+        # fps builds the modules before it starts the event loop: the loop is chosen here.
+        use_event_loop(self.config.event_loop)
         self.kernels: _RemoteKernels | None = None
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
