@@ -98,6 +98,14 @@ class RemoteKernels:
             raise bad_gateway(self.client.name, "kernels answer is not a list")
         return [self.activity.merge(k) if isinstance(k, dict) else k for k in kernels]
 
+    async def check_before_socket(self, kernel_id: str) -> bool:
+        """Whether a kernel socket to `kernel_id` must first ask the remote that the kernel
+        exists: not when the remote's handshake says so itself, nor for a kernel the front
+        heard from a moment ago (the check costs the remote as much as the handshake)."""
+        if (await self.kind()).handshake_checks_kernel:
+            return False
+        return not self.activity.seen_alive(kernel_id)
+
     async def kernel(self, kernel_id: str) -> dict[str, Any]:
         model = await self.client.get_json(_kernel_path(kernel_id))
         return self.activity.merge(_kernel_or_404(model, kernel_id, self.client.name))

@@ -225,6 +225,7 @@ class KernelService:
         remote = await self.owner(kernel_id)
         await remote.shutdown_kernel(kernel_id)
         self.store.forget_kernel(kernel_id)
+        remote.activity.forget(kernel_id)  # a socket to it is checked again
 
     async def interrupt_kernel(self, kernel_id: str) -> None:
         await (await self.owner(kernel_id)).interrupt_kernel(kernel_id)
