@@ -375,6 +375,16 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
+    tune_server: bool = Field(
+        default=True,
+        description=(
+            "Apply the front's version-checked speed-ups to its server (fewer copies of each "
+            "kernel message in wsproto, no event-loop turn for an uncontended send lock in "
+            "anycorn; see the README). Each applies only to the library code it was written "
+            "for. Set false to run the libraries unchanged."
+        ),
+    )
+
     @field_validator("event_loop")
     @classmethod
     def _check_event_loop(cls, value: str) -> str:

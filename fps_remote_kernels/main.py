@@ -24,7 +24,7 @@ from .metrics import Metrics, MetricsRoutes
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
-from .serverpatches import use_event_loop
+from .serverpatches import tune_server, use_event_loop
 from .service import KernelService
 from .store import Store, default_store_path
 from .unread_body import CloseAfterUnreadBody
@@ -39,6 +39,8 @@ class RemoteKernelsModule(Module):
         self.config = load_config(kwargs)
         # fps builds the modules before it starts the event loop: the loop is chosen here.
         use_event_loop(self.config.event_loop)
+        if self.config.tune_server:
+            tune_server()
         self.kernels: _RemoteKernels | None = None
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []

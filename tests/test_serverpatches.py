@@ -50,3 +50,61 @@ def test_front_on_uvloop_survives_an_idle_kept_alive_connection(remote: Server,
         assert front.process is not None and front.process.poll() is None, front.log_tail()
     finally:
         front.stop()
+
+
+@pytest.mark.parametrize("name,digest", [
+    ("wsproto.frame_protocol:FrameProtocol._serialize_frame", "SERIALIZE_FRAME_DIGEST"),
+    ("anycorn.tcp_server:TCPServer.__init__", "TCP_SERVER_INIT_DIGEST"),
+    ("anycorn.tcp_server:TCPServer.protocol_send", "PROTOCOL_SEND_DIGEST"),
+])
+def test_relay_path_code_is_the_code_the_patches_were_written_for(name: str, digest: str
+                                                                  ) -> None:
+    """wsproto's frame serialization and anycorn's send lock are unchanged since the
+    tune_server patches were written: when this fails, re-measure and update the digest."""
+    import importlib
+
+    module_name, qualname = name.split(":")
+    owner_name, attribute = qualname.split(".")
+    function = getattr(getattr(importlib.import_module(module_name), owner_name), attribute)
+    if getattr(function, "_remote_kernels", False):
+        pytest.skip("patched in this process already")
+    assert serverpatches._source_digest(function) == getattr(serverpatches, digest)
+
+
+def test_patched_frames_are_byte_for_byte_wsprotos() -> None:
+    """The one-copy serialization writes exactly the bytes wsproto's own code writes, for
+    every length class, opcode, fin bit and payload type; a control frame too long is
+    refused as before."""
+    from wsproto.frame_protocol import FrameProtocol, Opcode
+
+    server = FrameProtocol(client=False, extensions=[])
+    original = FrameProtocol._serialize_frame
+    if getattr(original, "_remote_kernels", False):
+        pytest.skip("patched in this process already")
+    try:
+        assert serverpatches.patch_frame_serialization()
+        patched = FrameProtocol._serialize_frame
+        for size in (0, 1, 125, 126, 127, 65535, 65536, 70_000):
+            payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+            for opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
+                for fin in (True, False):
+                    for kind in (bytes, bytearray, memoryview):
+                        expected = bytes(original(server, opcode, kind(payload), fin))
+                        assert bytes(patched(server, opcode, kind(payload), fin)) == expected
+        assert bytes(patched(server, Opcode.PING, b"p")) == bytes(original(server, Opcode.PING,
+                                                                           b"p"))
+        with pytest.raises(ValueError):
+            patched(server, Opcode.PING, b"x" * 126)
+    finally:
+        FrameProtocol._serialize_frame = original  # type: ignore[method-assign]
+
+
+def test_front_applies_its_server_tuning(remote: Server, tmp_path: Path) -> None:
+    """A front logs which tune_server patches it applied: both, on the libraries it pins."""
+    front = front_server(tmp_path, remote.url, remote.token).start()
+    try:
+        log = front.log_path.read_text()
+    finally:
+        front.stop()
+    assert "Tuned the front's server" in log
+    assert "wsproto frame serialization" in log and "anycorn send lock" in log
