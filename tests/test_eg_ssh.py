@@ -15,9 +15,11 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 
 from fps_remote_kernels.launch import (
@@ -86,19 +88,33 @@ def processes_with(marker: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory,
-               monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Deployment]:
-    workdir = tmp_path_factory.mktemp("eg-ssh")
-    marker = uuid.uuid4().hex
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def ssh(tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch_module: pytest.MonkeyPatch) -> Iterator[SshHosts]:
+    """One sshd on 127.0.0.2 and 127.0.0.3, the same port on both."""
     # EG exports its whole environment in the remote command: an SSH_CONNECTION of the test
     # runner's own session would replace the one sshd gives the kernel's session.
     for name in ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY", "SSH_AUTH_SOCK"):
         monkeypatch_module.delenv(name, raising=False)
-    ssh = SshHosts(workdir / "ssh", HOSTS).start()
-    refused = ssh.login_refused()
+    hosts = SshHosts(tmp_path_factory.mktemp("ssh"), HOSTS).start()
+    refused = hosts.login_refused()
     if refused is not None:
-        ssh.stop()
+        hosts.stop()
         pytest.skip(refused)
+    yield hosts
+    hosts.stop()
+
+
+@contextmanager
+def deployed(workdir: Path, ssh: SshHosts, hosts: list[str]) -> Iterator[Deployment]:
+    """Enterprise Gateway with DistributedProcessProxy over `hosts`, and a front before it.
+    Ends whatever the kernelspec started, even when a test fails."""
+    marker = uuid.uuid4().hex
     write_kernelspec(workdir / "jupyter-path", marker)
     kernel_logs = workdir / "kernel-logs"
     kernel_logs.mkdir()
@@ -106,7 +122,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
         "--EnterpriseGatewayApp.log_level=INFO"])
     gateway.env.update({
         "JUPYTER_PATH": str(workdir / "jupyter-path"),
-        "EG_REMOTE_HOSTS": ",".join(HOSTS),
+        "EG_REMOTE_HOSTS": ",".join(hosts),
         "EG_SSH_PORT": str(ssh.port),
         "EG_REMOTE_USER": ssh.user,
         # paramiko reads the client key and known_hosts from ~/.ssh, and refuses unknown hosts.
@@ -126,8 +142,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
         if front is not None:
             front.stop()
         gateway.stop()
-        ssh.stop()
-        for pid in processes_with(marker):  # a failed test must not leave kernels behind
+        for pid in processes_with(marker):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -135,9 +150,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def deployment(tmp_path_factory: pytest.TempPathFactory, ssh: SshHosts
+               ) -> Iterator[Deployment]:
+    with deployed(tmp_path_factory.mktemp("eg-ssh"), ssh, HOSTS) as deployment:
+        yield deployment
 
 
 def ws_url(front: Server, kernel_id: str) -> str:
@@ -218,3 +234,34 @@ async def test_an_interrupt_through_the_front_reaches_a_kernel_on_an_ssh_host(
         assert deleted.status_code == 204, deleted.text
         await wait_until(lambda: not processes_with(deployment.marker), 30,
                          "the interrupted kernel's processes ended")
+
+
+async def test_a_kernel_host_without_sshd_is_answered_at_once_and_the_next_start_goes_on(
+        ssh: SshHosts, tmp_path: Path) -> None:
+    """A start that EG places on a host where SSH is refused is answered 502 naming that
+    host, well before the launch timeout; the next start (round robin) runs on the live host."""
+    dead = "127.0.0.4"  # no sshd there
+    with deployed(tmp_path, ssh, [dead, HOSTS[0]]) as deployment:
+        async with logged_in(deployment.front) as client:
+            with anyio.fail_after(30):  # the launch timeout is 120 s
+                refused = await client.post("/api/kernels", json={"name": KERNELSPEC})
+            assert refused.status_code == 502, refused.text
+            # EG 3.3 words every SSH failure (here: connection refused) as an authentication
+            # failure; the host it chose is named.
+            assert f"Failure occurred starting kernel on '{dead}'" in refused.json()["message"]
+            started = await client.post("/api/kernels", json={"name": KERNELSPEC})
+            assert started.status_code == 201, started.text
+            kernel_id = started.json()["id"]
+            cookie = f"fastapiusersauth={client.cookies['fastapiusersauth']}"
+            conn = await KernelConnection.open(ws_url(deployment.front, kernel_id),
+                                               cookie=cookie)
+            try:
+                execution = await conn.execute(
+                    "import os; print(os.environ['SSH_CONNECTION'].split()[2])")
+            finally:
+                await conn.close()
+            assert execution.stdout == f"{HOSTS[0]}\n"
+            deleted = await client.delete(f"/api/kernels/{kernel_id}")
+            assert deleted.status_code == 204, deleted.text
+            await wait_until(lambda: not processes_with(deployment.marker), 30,
+                             "the kernel's processes ended")
