@@ -30,8 +30,15 @@ SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
 
 
-def missing_tools() -> str | None:
-    """Why an SSH server cannot be started here, or None."""
+def missing_tools(addresses: list[str]) -> str | None:
+    """Why an SSH server on `addresses` cannot be started here, or None."""
+    for address in addresses:
+        with socket.socket() as probe:
+            try:
+                probe.bind((address, 0))
+            except OSError as e:
+                # Linux routes all of 127.0.0.0/8 to lo; macOS needs `ifconfig lo0 alias ...`.
+                return f"{address} is not an address of this machine ({e.strerror})"
     if not SSHD.exists():
         return f"{SSHD} not found: run scripts/setup.sh (it installs Debian's openssh-server)"
     for tool in ("ssh-keygen", "ssh"):

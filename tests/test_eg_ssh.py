@@ -34,12 +34,11 @@ from .harness import logged_in, wait_until
 from .kernel_client import KernelConnection
 from .sshd import SshHosts, missing_tools
 
+HOSTS = ["127.0.0.2", "127.0.0.3"]
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools())),
+    pytest.mark.skipif(missing_tools(HOSTS) is not None, reason=str(missing_tools(HOSTS))),
 ]
-
-HOSTS = ["127.0.0.2", "127.0.0.3"]
 LAUNCHER = Path(__file__).parent / "eg_launcher" / "launch_ipykernel.py"
 KERNELSPEC = "python_ssh"
 DISTRIBUTED = "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy"
