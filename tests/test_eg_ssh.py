@@ -204,6 +204,31 @@ async def test_kernels_go_round_robin_over_the_ssh_hosts_and_end_with_their_sess
         assert listed.json() == []
 
 
+async def test_a_kernel_started_with_kernel_remote_host_runs_on_that_host(
+        deployment: Deployment) -> None:
+    """`KERNEL_REMOTE_HOST` in a start's `env`, passed on by the front, picks the SSH host
+    instead of round robin."""
+    front = deployment.front
+    async with logged_in(front) as client:
+        cookie = f"fastapiusersauth={client.cookies['fastapiusersauth']}"
+        for host in (HOSTS[1], HOSTS[1]):  # twice the same: round robin would alternate
+            created = await client.post("/api/kernels", json={
+                "name": KERNELSPEC, "env": {"KERNEL_REMOTE_HOST": host}})
+            assert created.status_code == 201, created.text
+            kernel_id = created.json()["id"]
+            conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie)
+            try:
+                execution = await conn.execute(
+                    "import os; print(os.environ['SSH_CONNECTION'].split()[2])")
+            finally:
+                await conn.close()
+            assert execution.stdout == f"{host}\n"
+            deleted = await client.delete(f"/api/kernels/{kernel_id}")
+            assert deleted.status_code == 204, deleted.text
+        await wait_until(lambda: not processes_with(deployment.marker), 30,
+                         "the pinned kernels' processes ended")
+
+
 async def test_an_interrupt_through_the_front_reaches_a_kernel_on_an_ssh_host(
         deployment: Deployment) -> None:
     """An interrupt sent to the front stops a running cell of a kernel on an SSH host
