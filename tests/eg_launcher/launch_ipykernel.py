@@ -202,6 +202,9 @@ def end_kernel(kernel: subprocess.Popen[bytes]) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
+    # EG's fallback interrupt (`kill -INT -pgid` over SSH) is for the kernel, not for us. A
+    # handler rather than SIG_IGN: the kernel must not inherit an ignored SIGINT.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
         os.setsid()  # one process group for launcher and kernel: EG's `kill -SIG -pgid`
     except OSError:
