@@ -30,7 +30,7 @@ SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
 
 
-def missing_tools(addresses: list[str]) -> str | None:
+def sshd_unavailable(addresses: list[str]) -> str | None:
     """Why an SSH server on `addresses` cannot be started here, or None."""
     for address in addresses:
         with socket.socket() as probe:

@@ -32,12 +32,12 @@ from fps_remote_kernels.launch import (
 
 from .harness import logged_in, wait_until
 from .kernel_client import KernelConnection
-from .sshd import SshHosts, missing_tools
+from .sshd import SshHosts, sshd_unavailable
 
 HOSTS = ["127.0.0.2", "127.0.0.3"]
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.skipif(missing_tools(HOSTS) is not None, reason=str(missing_tools(HOSTS))),
+    pytest.mark.skipif(sshd_unavailable(HOSTS) is not None, reason=str(sshd_unavailable(HOSTS))),
 ]
 LAUNCHER = Path(__file__).parent / "eg_launcher" / "launch_ipykernel.py"
 KERNELSPEC = "python_ssh"
@@ -200,6 +200,9 @@ async def test_kernels_go_round_robin_over_the_ssh_hosts_and_end_with_their_sess
             assert deleted.status_code == 204, deleted.text
         await wait_until(lambda: not processes_with(marker), 30,
                          "the launchers and kernels on the SSH hosts ended")
+        for kernel_id in host_of:  # each launcher ended its kernel and itself (no SIGKILL)
+            log = (deployment.kernel_logs / f"kernel-{kernel_id}.log").read_text()
+            assert log.rstrip().endswith(f"launcher: kernel {kernel_id} ended"), log
         listed = await client.get("/api/sessions")
         assert listed.json() == []
 
