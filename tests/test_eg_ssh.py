@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import uuid
 from collections.abc import Iterator
@@ -110,9 +111,10 @@ def ssh(tmp_path_factory: pytest.TempPathFactory,
 
 
 @contextmanager
-def deployed(workdir: Path, ssh: SshHosts, hosts: list[str]) -> Iterator[Deployment]:
-    """Enterprise Gateway with DistributedProcessProxy over `hosts`, and a front before it.
-    Ends whatever the kernelspec started, even when a test fails."""
+def deployed(workdir: Path, ssh: SshHosts, hosts: list[str],
+             env: dict[str, str] | None = None) -> Iterator[Deployment]:
+    """Enterprise Gateway with DistributedProcessProxy over `hosts` (and `env`), and a front
+    before it. Ends whatever the kernelspec started, even when a test fails."""
     marker = uuid.uuid4().hex
     write_kernelspec(workdir / "jupyter-path", marker)
     kernel_logs = workdir / "kernel-logs"
@@ -130,6 +132,7 @@ def deployed(workdir: Path, ssh: SshHosts, hosts: list[str]) -> Iterator[Deploym
         "EG_RESPONSE_IP": "127.0.0.1",
         "EG_RESPONSE_PORT": str(free_port()),
         "EG_KERNEL_LOG_DIR": str(kernel_logs),
+        **(env or {}),
     })
     front: Server | None = None
     try:
@@ -292,3 +295,36 @@ async def test_a_kernel_host_without_sshd_is_answered_at_once_and_the_next_start
             assert deleted.status_code == 204, deleted.text
             await wait_until(lambda: not processes_with(deployment.marker), 30,
                              "the kernel's processes ended")
+
+
+async def test_the_kernel_ports_stay_in_enterprise_gateways_port_range(
+        ssh: SshHosts, tmp_path: Path) -> None:
+    """With `EG_PORT_RANGE`, the kernel on the SSH host listens (five ports and the launcher's
+    comm port) only within that range."""
+    # EG wants upper - lower >= 1000; a smaller range fails every start with an opaque 500.
+    lower, upper = 42000, 43000
+    with deployed(tmp_path, ssh, HOSTS, {"EG_PORT_RANGE": f"{lower}..{upper}"}) as deployment:
+        async with logged_in(deployment.front) as client:
+            started = await client.post("/api/kernels", json={"name": KERNELSPEC})
+            assert started.status_code == 201, started.text
+            kernel_id = started.json()["id"]
+            cookie = f"fastapiusersauth={client.cookies['fastapiusersauth']}"
+            conn = await KernelConnection.open(ws_url(deployment.front, kernel_id),
+                                               cookie=cookie)
+            try:
+                execution = await conn.execute(
+                    "from ipykernel.connect import get_connection_info\n"
+                    "print(get_connection_info())")  # the kernel's own connection file
+            finally:
+                await conn.close()
+            assert execution.reply is not None
+            assert execution.reply["content"]["status"] == "ok", execution.reply["content"]
+            info = json.loads(execution.stdout)
+            ports = [info[f"{name}_port"] for name in
+                     ("shell", "iopub", "stdin", "hb", "control")]
+            assert all(lower <= port <= upper for port in ports), ports
+            log = (deployment.kernel_logs / f"kernel-{kernel_id}.log").read_text()
+            comm_port = re.search(r"comm port (\d+)", log)
+            assert comm_port is not None and lower <= int(comm_port[1]) <= upper, log
+            deleted = await client.delete(f"/api/kernels/{kernel_id}")
+            assert deleted.status_code == 204, deleted.text

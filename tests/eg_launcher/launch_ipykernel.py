@@ -229,7 +229,8 @@ def main(argv: list[str]) -> int:
         info.update(kernel_id=args.kernel_id, pid=os.getpid(), pgid=os.getpgid(0),
                     comm_port=listener.getsockname()[1])
         send_response(args.response_address, encrypted_payload(info, args.public_key))
-        print(f"launcher: kernel {args.kernel_id} on {ip}, pid {kernel.pid}", flush=True)
+        print(f"launcher: kernel {args.kernel_id} on {ip}, pid {kernel.pid}, comm port "
+              f"{info['comm_port']}", flush=True)
         serve(listener, kernel)
         return 0
     except _Stop as stop:
