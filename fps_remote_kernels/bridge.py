@@ -83,7 +83,7 @@ class KernelChannelsBridge:
     """One client kernel WebSocket joined to one upstream kernel WebSocket."""
 
     def __init__(self, websocket: WebSocket, client: RemoteClient, kernel_id: str,
-                 session_id: str, kernel_exists: Callable[[], Awaitable[object]],
+                 session_id: str, kernel_exists: Callable[[], Awaitable[object]] | None,
                  observers: tuple[ChannelsObserver, ...] = (),
                  replay: ReplayBuffers | None = None) -> None:
         self.websocket = websocket
@@ -165,9 +165,18 @@ class KernelChannelsBridge:
         refusals: dict[str, RemoteKernelsError] = {}
         upstream: ClientConnection | None = None
 
+        if self.kernel_exists is None:  # not needed (see RemoteKernels.check_before_socket)
+            try:
+                upstream = await self.client.connect_channels(
+                    self.kernel_id, self.session_id, upstream_offer(offered))
+            except RemoteKernelsError as e:
+                refusals["connect"] = e
+            return upstream, refusals.get("connect")
+        kernel_exists = self.kernel_exists
+
         async def check() -> None:
             try:
-                await self.kernel_exists()
+                await kernel_exists()
             except RemoteKernelsError as e:
                 refusals["check"] = e
 

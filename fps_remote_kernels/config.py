@@ -132,6 +132,17 @@ class _RemoteConnection(Config):
         return value
     # ---- end of pools
 
+    # -- working directories (see working_dirs.py) --
+    kernel_working_dir_root: str | None = Field(
+        default=None,
+        description=(
+            "Where the front's root directory is on the kernel host, as an absolute path (a "
+            "shared filesystem). With it, a kernel started for a notebook in a/b/ gets "
+            "KERNEL_WORKING_DIR=<this>/a/b (Enterprise Gateway starts container and remote "
+            "kernels there; GatewayClient sends the front's own path instead). Without it, no "
+            "KERNEL_WORKING_DIR is sent; the notebook's directory is always sent as `path`."
+        ),
+    )
     kernelspecs: list[str] = Field(
         default_factory=lambda: ["*"],
         description=(
@@ -220,6 +231,15 @@ class _RemoteConnection(Config):
             raise ValueError(f"must be a single word such as token or Bearer, got {value!r}")
         return value
 
+    @field_validator("kernel_working_dir_root")
+    @classmethod
+    def _check_working_dir_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not (value.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", value)):
+            raise ValueError(f"must be an absolute path on the kernel host, got {value!r}")
+        return value
+
     @field_validator("token_file")
     @classmethod
     def _check_token_file(cls, value: str | None) -> str | None:
@@ -268,7 +288,8 @@ class RemoteKernelsConfig(_RemoteConnection):
             "Several remotes, as a JSON list of objects with the keys of a single remote "
             "(name, url, kind, token, token_env, token_file, auth_scheme, auth_header, "
             "http_user, http_pwd, http_pwd_env, ws_url, headers, verify, client_cert, "
-            'client_key, kernelspecs, pool), e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
+            "client_key, kernelspecs, kernel_working_dir_root, pool), "
+            'e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
             "A kernel or session goes to the remote that serves its kernelspec. The inline "
             "url, if given, is one more remote, listed first."
         ),
@@ -359,6 +380,43 @@ class RemoteKernelsConfig(_RemoteConnection):
         description=(
             "Shut down, when the front stops, the remote kernels it started. By default they "
             "keep running: they belong to the remote, and the front finds them again."
+        ),
+    )
+
+    # ---- the front's own process (serverpatches.py)
+    event_loop: str = Field(
+        default="asyncio",
+        description=(
+            "Event loop of the whole front process: asyncio, or uvloop (faster; needs the "
+            "uvloop package, and changes one anyio function so that anycorn works with it: "
+            "see the README). Applies to the whole Jupyverse server, not only this plugin."
+        ),
+    )
+
+    tune_server: bool = Field(
+        default=True,
+        description=(
+            "Apply the front's version-checked speed-ups to its server (fewer copies of each "
+            "kernel message in wsproto, no event-loop turn for an uncontended send lock in "
+            "anycorn; see the README). Each applies only to the library code it was written "
+            "for. Set false to run the libraries unchanged."
+        ),
+    )
+
+    @field_validator("event_loop")
+    @classmethod
+    def _check_event_loop(cls, value: str) -> str:
+        if value not in ("asyncio", "uvloop"):
+            raise ValueError("must be asyncio or uvloop")
+        return value
+
+    # ---- metrics (metrics.py)
+    authenticate_prometheus: bool = Field(
+        default=True,
+        description=(
+            "Whether GET /metrics (Prometheus text format) needs the front's login, like every "
+            "other route (jupyter_server's ServerApp.authenticate_prometheus). Set false only "
+            "when the front's port is reachable by trusted scrapers alone."
         ),
     )
 

@@ -21,10 +21,12 @@ from .config import RemoteKernelsConfig, load_config
 from .culling import Culler, CullPolicy
 from .documents import guard_rooms
 from .exitcode import exit_nonzero_on_failure
+from .metrics import Metrics, MetricsRoutes
 from .placement import Pools
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
+from .serverpatches import tune_server, use_event_loop
 from .service import KernelService
 from .store import Store, default_store_path
 from .unread_body import CloseAfterUnreadBody
@@ -37,6 +39,10 @@ class RemoteKernelsModule(Module):
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name)
         self.config = load_config(kwargs)
+        # fps builds the modules before it starts the event loop: the loop is chosen here.
+        use_event_loop(self.config.event_loop)
+        if self.config.tune_server:
+            tune_server()
         self.kernels: _RemoteKernels | None = None
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
@@ -101,6 +107,7 @@ class RemoteKernelsModule(Module):
             auth_cache,
         )
         self.kernels.observers.add(activity)
+        self._serve_metrics(app, routes_auth, remotes, store, self.kernels.replay)
         if self.config.cull_idle_timeout > 0:
             self._culler = Culler(service, CullPolicy(
                 self.config.cull_idle_timeout, self.config.cull_interval,
@@ -145,6 +152,18 @@ class RemoteKernelsModule(Module):
             self._store.close()
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
+
+    def _serve_metrics(self, app: App, auth: Auth, remotes: list[RemoteKernels], store: Store,
+                       replay: ReplayBuffers | None) -> None:
+        names = [remote.name for remote in remotes]
+        self.metrics = metrics = Metrics(
+            names, lambda kernel_id: store.kernel_remote(kernel_id) or names[0], replay)
+        for remote in remotes:
+            remote.client.request_observer = metrics.remote_request
+            remote.on_kernel_start = metrics.kernel_started
+        assert self.kernels is not None
+        self.kernels.observers.add(metrics)
+        MetricsRoutes(app, auth, metrics, self.config.authenticate_prometheus)
 
     async def _guard_collaboration_rooms(self) -> None:
         # With the collaboration plugins, deleting an open notebook would end the front.

@@ -219,7 +219,8 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def get_kernelspecs(self, user: User):
-        specs = await self.service.kernelspecs()
+        # Enterprise Gateway lists what KERNEL_USERNAME may start (its `?user=`).
+        specs = await self.service.kernelspecs(self.kernel_username(user))
         return {
             "default": specs["default"],
             "kernelspecs": {
@@ -382,8 +383,10 @@ class _RemoteKernels(Kernels):
             return
         # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing:
         # the bridge checks that the kernel exists while it opens the upstream socket.
+        check = (partial(remote.kernel, kernel_id)
+                 if await remote.check_before_socket(kernel_id) else None)
         bridge = KernelChannelsBridge(websocket, remote.client, kernel_id, session_id,
-                                      kernel_exists=partial(remote.kernel, kernel_id),
+                                      kernel_exists=check,
                                       observers=self.observers.all, replay=self.replay)
         key = (kernel_id, session_id)
         older = self._live.get(key)

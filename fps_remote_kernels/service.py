@@ -86,12 +86,13 @@ class KernelService:
 
     # ---------------------------------------------------------------- kernelspecs
 
-    async def kernelspecs(self) -> dict[str, Any]:
+    async def kernelspecs(self, user: str | None = None) -> dict[str, Any]:
         """The merged kernelspecs, each with `remote` and `remote_name` for routing, its
         `offerer` (a remote, or the pool of its remotes) and the `members` that offer it
         (one remote, or the members of a pool that have it and answered); `unavailable`:
-        the offerers none of whose remotes answered."""
-        results = await self._on_each(lambda remote: remote.kernelspecs())
+        the offerers none of whose remotes answered. With `user`, what remotes that filter
+        per user (Enterprise Gateway) offer to that user."""
+        results = await self._on_each(lambda remote: remote.kernelspecs(user))
         merged: dict[str, dict[str, Any]] = {}
         offered: dict[tuple[str, str], dict[str, Any]] = {}
         default = None
