@@ -378,13 +378,13 @@ class _RemoteKernels(Kernels):
             if not session_id or len(session_id) > 256:
                 raise bad_request("session_id query parameter missing or too long")
             remote = await self.service.owner(kernel_id)
+            # A Jupyverse remote accepts a socket for an unknown kernel and then says
+            # nothing: the bridge checks that the kernel exists while it opens the upstream.
+            check = (partial(remote.kernel, kernel_id)
+                     if await remote.check_before_socket(kernel_id) else None)
         except RemoteKernelsError as e:
             await deny(websocket, e)
             return
-        # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing:
-        # the bridge checks that the kernel exists while it opens the upstream socket.
-        check = (partial(remote.kernel, kernel_id)
-                 if await remote.check_before_socket(kernel_id) else None)
         bridge = KernelChannelsBridge(websocket, remote.client, kernel_id, session_id,
                                       kernel_exists=check,
                                       observers=self.observers.all, replay=self.replay)
