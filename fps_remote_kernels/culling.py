@@ -63,10 +63,11 @@ class Culler:
     """Checks the kernels the front started every `interval` seconds and culls the idle ones."""
 
     def __init__(self, service: KernelService, policy: CullPolicy,
-                 culled: Callable[[str], None] | None = None) -> None:
+                 culled: Callable[[str, str], None] | None = None) -> None:
         self.service = service
         self.policy = policy
-        # Told each culled kernel's id (the routes close the sockets open to it).
+        # Told each culled kernel's id and remote (the routes close the sockets open to it,
+        # the metrics count it).
         self.culled = culled
 
     async def run(self) -> None:
@@ -119,5 +120,5 @@ class Culler:
                 return False
             self.service.store.forget_kernel(kernel_id)
         if self.culled is not None:
-            self.culled(kernel_id)
+            self.culled(kernel_id, remote)
         return True

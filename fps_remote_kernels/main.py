@@ -112,7 +112,7 @@ class RemoteKernelsModule(Module):
             self._culler = Culler(service, CullPolicy(
                 self.config.cull_idle_timeout, self.config.cull_interval,
                 self.config.cull_connected, self.config.cull_busy),
-                self.kernels.end_kernel_sockets)
+                self._kernel_culled)
         self.put(self.kernels, Kernels)
         await self._guard_collaboration_rooms()
         # The front starts even when the remotes are down: nothing is asked of them here.
@@ -152,6 +152,11 @@ class RemoteKernelsModule(Module):
             self._store.close()
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
+
+    def _kernel_culled(self, kernel_id: str, remote: str) -> None:
+        if self.kernels is not None:
+            self.kernels.end_kernel_sockets(kernel_id)
+        self.metrics.kernel_culled(remote)
 
     def _serve_metrics(self, app: App, auth: Auth, remotes: list[RemoteKernels], store: Store,
                        replay: ReplayBuffers | None) -> None:

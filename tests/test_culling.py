@@ -130,7 +130,7 @@ async def busy_kernel(front: Server, api: httpx.AsyncClient, kernel_id: str) -> 
 async def test_an_idle_kernel_is_culled_with_its_session(servers: Servers, kind: str) -> None:
     """A kernel started through the front for a session (kept by the remote) and left idle
     is shut down on the remote after cull_idle_timeout; the remote drops its session; the
-    front logs who culled it and why."""
+    front logs who culled it and why, and counts it in its metrics."""
     front, remote = ((servers.on_jupyverse, servers.jupyverse) if kind == "jupyverse"
                      else (servers.on_jupyter_server, servers.jupyter_server))
     async with logged_in(front) as api:
@@ -140,6 +140,10 @@ async def test_an_idle_kernel_is_culled_with_its_session(servers: Servers, kind:
         await wait_culled(api, kernel_id)
         assert not await runs(remote, kernel_id)
         assert session["id"] not in await session_ids(api)
+        metrics = (await api.get("/metrics")).text
+    culls = [line for line in metrics.splitlines()
+             if line.startswith("remote_kernels_kernels_culled_total{")]
+    assert culls and all(float(line.rsplit(" ", 1)[1]) >= 1 for line in culls), metrics[-2000:]
     log = front.log_path.read_text(errors="replace")
     line = next(line for line in log.splitlines()
                 if "Culling kernel" in line and kernel_id in line)
