@@ -197,19 +197,14 @@ class Server:
             return
         # jupyter_client and Enterprise Gateway start each kernel in a session of its own,
         # outside the server's group: note them now, end those the server leaves behind.
-        descendants = _descendants(process.pid)
+        noted = descendants(process.pid)
         end_process_group(process, signal.SIGTERM, timeout)
         # Kernels may outlive the server process itself: end whatever is left of the group.
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        for pid, started in descendants.items():
-            if _start_time(pid) == started:  # the same process, not a reused pid
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_survivors(noted)
 
 
 def end_process_group(process: subprocess.Popen[bytes], first: signal.Signals,
@@ -236,7 +231,17 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _descendants(pid: int) -> dict[int, str]:
+def kill_survivors(noted: dict[int, str]) -> None:
+    """SIGKILL the processes of `noted` (from `descendants`) that still run."""
+    for pid, started in noted.items():
+        if _start_time(pid) == started:  # the same process, not a reused pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def descendants(pid: int) -> dict[int, str]:
     """The processes below `pid`, each with its start time (Linux /proc; empty elsewhere)."""
     children: dict[int, list[int]] = {}
     started: dict[int, str] = {}
