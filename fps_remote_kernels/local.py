@@ -47,6 +47,9 @@ logger = structlog.get_logger()
 
 # The child reads its token from this variable, then removes it from its environment.
 TOKEN_VARIABLE = "FPS_REMOTE_KERNELS_LOCAL_TOKEN"
+# Its state directory (auth database), which it removes itself if the front is killed.
+STATE_VARIABLE = "FPS_REMOTE_KERNELS_LOCAL_STATE"
+STATE_PREFIX = "fps-remote-kernels-local-"
 # Restart backoff: doubled after each quick exit, back to the minimum after a stable run.
 MIN_BACKOFF, MAX_BACKOFF, STABLE_RUN = 1.0, 30.0, 60.0
 # Seconds the child gets to exit after SIGTERM before its group is killed. Short: fps gives all
@@ -104,13 +107,15 @@ class LocalKernels:
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if k not in self._withheld and v not in self._secrets and k != TOKEN_VARIABLE}
+               if k not in self._withheld and v not in self._secrets
+               and k not in (TOKEN_VARIABLE, STATE_VARIABLE)}
         env[TOKEN_VARIABLE] = self._token
+        env[STATE_VARIABLE] = str(self._state_dir)
         return env
 
     async def run(self) -> None:
         """Start the child, and start it again whenever it exits, until `stop()`."""
-        self._state_dir = Path(tempfile.mkdtemp(prefix="fps-remote-kernels-local-"))
+        self._state_dir = Path(tempfile.mkdtemp(prefix=STATE_PREFIX))
         backoff = MIN_BACKOFF
         try:
             while not self._stopping.is_set():
@@ -232,9 +237,10 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 # ---------------------------------------------------------------------- the child's side
 
 
-def _end_group_when_front_goes() -> None:
-    """The front holds the other end of stdin: when it is gone (stopped, killed), end this
-    process group, kernels included."""
+def _end_group_when_front_goes(state_dir: str) -> None:
+    """The front holds the other end of stdin: when it is gone (stopped, killed), remove the
+    state directory the front would have removed, and end this process group, kernels
+    included."""
 
     def watch() -> None:
         try:
@@ -242,6 +248,8 @@ def _end_group_when_front_goes() -> None:
                 pass
         except (OSError, ValueError):
             pass
+        if Path(state_dir).name.startswith(STATE_PREFIX):
+            shutil.rmtree(state_dir, ignore_errors=True)
         # SIGTERM: Jupyverse stops (this package turns it into Ctrl-C), and so do the kernels.
         os.killpg(0, signal.SIGTERM)
         time.sleep(ORPHAN_STOP_GRACE)
@@ -255,7 +263,7 @@ def child_main(args: list[str]) -> None:
     if not token:
         sys.exit(f"{TOKEN_VARIABLE} is not set: this is started by fps-remote-kernels "
                  "(remote_kernels.local_kernels=true)")
-    _end_group_when_front_goes()
+    _end_group_when_front_goes(os.environ.pop(STATE_VARIABLE, ""))
     from jupyverse_api.cli import main
 
     # In this process's own arguments only: /proc/<pid>/cmdline shows the command it was
