@@ -81,6 +81,9 @@ class Server:
     ready_path: str = "api/status"
     # The port came from free_port(): if another process took it first, pick another one.
     any_port: bool = False
+    # Where it runs (a front's notebook root, a remote's kernels' directory) if not in
+    # `workdir`, which keeps its state: log, auth directory, databases.
+    cwd: Path | None = None
     _log_start: int = field(default=0, init=False, repr=False)
 
     @property
@@ -149,7 +152,7 @@ class Server:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command(),
-            cwd=self.workdir,
+            cwd=self.cwd or self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self._environment(),
@@ -381,9 +384,10 @@ def _tornado_app(name: str, kind: str, token: str, workdir: Path, port: int | No
 
 def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool = False,
                  port: int | None = None, extra: list[str] | None = None,
-                 collaboration: bool = False) -> Server:
+                 collaboration: bool = False, root: Path | None = None) -> Server:
     """A Jupyverse serving the kernels API from `remote_url`, with its own users and token.
-    `collaboration`: with the collaboration plugins enabled too (implies `ui`).
+    `collaboration`: with the collaboration plugins enabled too (implies `ui`). `root`: the
+    directory JupyterLab shows, if not `workdir` (which holds the front's state).
 
     The remote token goes through the environment, as a user would pass it, not argv.
     """
@@ -401,4 +405,5 @@ def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool 
             *(extra or []),
         ],
         env={"REMOTE_KERNELS_TOKEN": remote_token},
+        cwd=root,
     )

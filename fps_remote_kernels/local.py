@@ -264,6 +264,9 @@ def child_main(args: list[str]) -> None:
         sys.exit(f"{TOKEN_VARIABLE} is not set: this is started by fps-remote-kernels "
                  "(remote_kernels.local_kernels=true)")
     _end_group_when_front_goes(os.environ.pop(STATE_VARIABLE, ""))
+    # A signal mask is inherited: a front started with SIGTERM blocked must not make its
+    # kernel server deaf to the SIGTERM that stops it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     from jupyverse_api.cli import main
 
     # In this process's own arguments only: /proc/<pid>/cmdline shows the command it was
