@@ -384,11 +384,26 @@ class RemoteKernelsConfig(_RemoteConnection):
         default=0,
         description="Loopback port of the local kernel server; 0 picks a free port.",
     )
+    local_start_timeout: float = Field(
+        default=60.0,
+        description=(
+            "Seconds the local kernel server has to answer after it is started; one that does "
+            "not (Jupyverse hangs instead of exiting when, e.g., its port is taken) is killed "
+            "and started again."
+        ),
+    )
 
     @field_validator("local_name")
     @classmethod
     def _check_local_name(cls, value: str) -> str:
         return _check_remote_name(value)
+
+    @field_validator("local_start_timeout")
+    @classmethod
+    def _check_local_start_timeout(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
 
     @field_validator("local_port")
     @classmethod

@@ -58,8 +58,6 @@ MIN_BACKOFF, MAX_BACKOFF, STABLE_RUN = 1.0, 30.0, 60.0
 STOP_GRACE = 0.5
 # The same when the front is gone (nothing else waits then).
 ORPHAN_STOP_GRACE = 5.0
-# Seconds to wait for a started child to answer before saying so in the log.
-READY_TIMEOUT = 120.0
 # Longest line of the child's output relayed as one log entry; the rest of it is dropped.
 MAX_LINE = 16 * 1024
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -73,6 +71,7 @@ class LocalKernels:
         self.name = config.local_name
         self.port = config.local_port or free_port()
         self.cwd = cwd or Path.cwd()
+        self.start_timeout = config.local_start_timeout
         self._token = secrets.token_urlsafe(32)
         self.remote = RemoteConfig(name=self.name, url=f"http://127.0.0.1:{self.port}/",
                                    token=self._token, kind="jupyverse")
@@ -155,7 +154,7 @@ class LocalKernels:
             async with anyio.create_task_group() as tg:
                 assert process.stdout is not None
                 tg.start_soon(self._relay_output, process.stdout)
-                tg.start_soon(self._log_when_ready, process)
+                tg.start_soon(self._kill_unless_ready, process)
                 code = await process.wait()
                 tg.cancel_scope.cancel()
         finally:
@@ -190,10 +189,10 @@ class LocalKernels:
             text = text.replace(secret, "[token]")
         logger.info("Local kernel server", name=self.name, output=text)
 
-    async def _log_when_ready(self, process: anyio.abc.Process) -> None:
+    async def _kill_unless_ready(self, process: anyio.abc.Process) -> None:
         started = time.monotonic()
         async with httpx.AsyncClient(timeout=2) as client:
-            while time.monotonic() - started < READY_TIMEOUT:
+            while time.monotonic() - started < self.start_timeout:
                 try:
                     # Any answer will do: it is up (the front's client logs in by itself).
                     await client.get(f"{self.remote.url}api/status")
@@ -203,8 +202,11 @@ class LocalKernels:
                 logger.info("Local kernel server ready", name=self.name, pid=process.pid,
                             seconds=round(time.monotonic() - started, 2))
                 return
-        logger.warning("Local kernel server not answering", name=self.name, pid=process.pid,
-                       seconds=READY_TIMEOUT)
+        # A Jupyverse whose start failed (its port taken, say) logs it and hangs: kill it, and
+        # the supervisor starts it again.
+        logger.warning("Local kernel server did not answer in time: killing it", name=self.name,
+                       pid=process.pid, seconds=self.start_timeout)
+        _signal_group(process.pid, signal.SIGKILL)
 
     async def stop(self) -> None:
         """Stop the child and its kernels: SIGTERM to its group, SIGKILL after STOP_GRACE."""

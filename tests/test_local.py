@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -219,3 +220,34 @@ def test_local_name_must_not_clash_with_a_remote() -> None:
     with pytest.raises(ValueError, match=r"remote_kernels\.local_port must be a port"):
         load_config({"local_kernels": "true", "local_port": "70000"})
     assert load_config({"local_kernels": "true"}).all_remotes() == []
+
+
+async def test_local_server_that_cannot_start_is_retried_with_backoff(
+        remote: Server, tmp_path: Path) -> None:
+    """A local port in use (the child logs its failure and hangs): the front still starts and
+    serves the remote's kernels, reports `local` unreachable, kills the child that does not
+    answer within local_start_timeout and starts it again with a growing, logged backoff."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: in use, and refuses connections
+        port = taken.getsockname()[1]
+        front = front_server(tmp_path, remote.url, remote.token, extra=[
+            "--set", "remote_kernels.remote_name=gpu",
+            "--set", "remote_kernels.local_kernels=true",
+            "--set", f"remote_kernels.local_port={port}",
+            "--set", "remote_kernels.local_start_timeout=3",
+        ]).start()
+        try:
+            async with logged_in(front) as client:
+                specs = (await client.get("/api/kernelspecs")).json()["kernelspecs"]
+                assert list(specs) == ["python3"]
+                remotes = {r["name"]: r for r in
+                           (await client.get("/api/status")).json()["remotes"]}
+                assert remotes["gpu"]["reachable"] and not remotes["local"]["reachable"]
+            await wait_until(lambda: b"restart_in=2.0" in front.log_path.read_bytes(), 60,
+                             "a second restart, after a longer wait")
+            log = front.log_path.read_text()
+            assert "Local kernel server exited; restarting it" in log
+            assert "restart_in=1.0" in log
+            assert "Local kernel server did not answer in time: killing it" in log
+        finally:
+            front.stop()
