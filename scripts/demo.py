@@ -26,13 +26,14 @@ NOTEBOOK = "where-does-my-kernel-run.ipynb"
 # the front: a kernel cannot ask the front where it runs.
 WHERE_CODE = '''\
 import os, socket
+from pathlib import Path
 
 # Written by scripts/demo.py when it started the front (the JupyterLab server you use):
 FRONT = {front}
 
 def parent_of(pid):
     try:  # Linux: field 4 of /proc/<pid>/stat
-        return int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
+        return int(Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except OSError:
         return None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import nbformat
 import pytest
 
 from fps_remote_kernels.launch import free_port
@@ -101,6 +102,7 @@ async def test_demo_shows_local_and_remote_kernels_and_keeps_its_root_clean(
             assert [item["name"] for item in listed] == [NOTEBOOK]
 
             notebook = json.loads((root / NOTEBOOK).read_text())
+            nbformat.validate(nbformat.from_dict(notebook))  # JupyterLab opens it
             assert notebook["metadata"]["kernelspec"]["name"] in specs
             [code] = [c["source"] for c in notebook["cells"] if c["cell_type"] == "code"]
             front = re.search(r"FRONT = (\{.*\})", code)
