@@ -4,8 +4,8 @@ local kernels next to the remote ones.
 Each server has its own auth directory and a generated token; the front reaches the remote
 with the remote's token (passed through the environment, not the command line). State (logs,
 auth directories, the front's SQLite store) lives under `<workdir>/state/`; JupyterLab shows
-`<workdir>/notebooks/`, which holds one example notebook only. Stop with Ctrl-C: both servers
-and their kernels are ended.
+`<workdir>/notebooks/`, which holds one example notebook only; remote kernels start in
+`<workdir>/remote-files/`. Stop with Ctrl-C: both servers and their kernels are ended.
 """
 
 from __future__ import annotations
@@ -118,6 +118,9 @@ def main() -> None:
     # With this package loaded on the remote too, as the README recommends for Jupyverse.
     remote = remote_server(state / "remote", port=port_or_free(args.remote_port),
                            with_plugin=True)
+    # Its kernels start in a directory of their own, as on another machine.
+    remote.cwd = workdir / "remote-files"
+    remote.cwd.mkdir(exist_ok=True)
     front = front_server(state / "front", remote.url, remote.token, ui=True,
                          port=port_or_free(args.front_port), root=root,
                          extra=["--set", f"remote_kernels.local_kernels={args.local}"])

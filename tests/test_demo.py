@@ -117,6 +117,7 @@ async def test_demo_shows_local_and_remote_kernels_and_keeps_its_root_clean(
         assert re.search(rf"^cwd +{re.escape(str(root))} +{re.escape(str(root))}$",
                          on_local, re.M), on_local
         assert sorted(os.listdir(root)) == [NOTEBOOK]
+        assert re.search(r"^cwd +\S+/demo/remote-files ", on_remote, re.M), on_remote
         assert (tmp_path / "demo" / "state" / "front" / "front.log").is_file()
 
         process.send_signal(signal.SIGTERM)
