@@ -148,14 +148,22 @@ class LocalKernels:
             logger.error("Local kernel server could not start", name=self.name, error=str(e))
             return None
         self._process = process
+        if self._stopping.is_set():  # stop() came while it was being started
+            _signal_group(process.pid, signal.SIGKILL)
         logger.info("Local kernel server started", name=self.name, pid=process.pid,
                     url=self.remote.url)
+        relayed = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
                 assert process.stdout is not None
-                tg.start_soon(self._relay_output, process.stdout)
+                tg.start_soon(self._relay_output, process.stdout, relayed)
                 tg.start_soon(self._kill_unless_ready, process)
                 code = await process.wait()
+                # Its kernels share its stdout: the last lines (why it exited) are read once
+                # they are gone too.
+                _signal_group(process.pid, signal.SIGKILL)
+                with anyio.move_on_after(1):
+                    await relayed.wait()
                 tg.cancel_scope.cancel()
         finally:
             # Its kernels are in its group: a child that died (SIGKILL, OOM) leaves them
@@ -164,7 +172,8 @@ class LocalKernels:
             self._process = None
         return code
 
-    async def _relay_output(self, stream: anyio.abc.ByteReceiveStream) -> None:
+    async def _relay_output(self, stream: anyio.abc.ByteReceiveStream,
+                            relayed: anyio.Event) -> None:
         pending = b""
         try:
             async for chunk in stream:
@@ -179,6 +188,7 @@ class LocalKernels:
             pass
         if pending:
             self._log_line(pending)
+        relayed.set()
 
     def _log_line(self, raw: bytes) -> None:
         text = _ANSI.sub("", raw[:MAX_LINE].decode(errors="replace")).rstrip()
