@@ -170,6 +170,9 @@ class LocalKernels:
             # running, and a new one must not find them in its way.
             _signal_group(process.pid, signal.SIGKILL)
             self._process = None
+            # Its pipes, or each restart would leave two file descriptors open.
+            with anyio.move_on_after(2, shield=True):
+                await process.aclose()
         return code
 
     async def _relay_output(self, stream: anyio.abc.ByteReceiveStream,
