@@ -59,6 +59,8 @@ EG_VENV = Path(__file__).resolve().parents[1] / ".venv-eg"
 # Variables by which Jupyter applications configure themselves (JUPYTER_GATEWAY_URL would turn a
 # jupyter_server into a gateway client; KG_* / EG_* set gateway options): not inherited.
 _CONFIGURING_ENV = ("JUPYTER_", "KG_", "EG_", "JPY_")
+# Event loop of every front started here, if set (e.g. uvloop): runs the suite on it.
+_LOOP_ENV = "REMOTE_KERNELS_TEST_EVENT_LOOP"
 
 
 @dataclass
@@ -402,6 +404,9 @@ def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool 
             "--set", f"remote_kernels.url={remote_url}",
             # Its own store: fronts sharing one would see each other's sessions and kernels.
             "--set", f"remote_kernels.sessions_db={workdir / 'front-sessions.sqlite'}",
+            # The whole suite can run on another event loop (uvloop) this way.
+            *(["--set", f"remote_kernels.event_loop={os.environ[_LOOP_ENV]}"]
+              if os.environ.get(_LOOP_ENV) else []),
             *(extra or []),
         ],
         env={"REMOTE_KERNELS_TOKEN": remote_token},

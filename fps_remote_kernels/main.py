@@ -18,12 +18,16 @@ from .activity import Activity
 from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
+from .culling import Culler, CullPolicy
 from .documents import guard_rooms
 from .exitcode import exit_nonzero_on_failure
 from .local import LocalKernels
+from .metrics import Metrics, MetricsRoutes
+from .placement import Pools
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
+from .serverpatches import tune_server, use_event_loop
 from .service import KernelService
 from .store import Store, default_store_path
 from .unread_body import CloseAfterUnreadBody
@@ -36,11 +40,17 @@ class RemoteKernelsModule(Module):
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name)
         self.config = load_config(kwargs)
+        # fps builds the modules before it starts the event loop: the loop is chosen here.
+        use_event_loop(self.config.event_loop)
+        if self.config.tune_server:
+            tune_server()
         self.kernels: _RemoteKernels | None = None
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
         self._local: LocalKernels | None = None
+        self._culler: Culler | None = None
+        self._culling: anyio.CancelScope | None = None
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
@@ -86,6 +96,7 @@ class RemoteKernelsModule(Module):
         service = KernelService(
             remotes, store, self.config.env_allowlist,
             {remote.name: remote.kernelspecs for remote in remote_configs},
+            Pools({remote.name: remote.pool for remote in remote_configs}),
         )
         # The routes check the front's auth through a short-lived cache of successful checks.
         routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)
@@ -103,6 +114,12 @@ class RemoteKernelsModule(Module):
             auth_cache,
         )
         self.kernels.observers.add(activity)
+        self._serve_metrics(app, routes_auth, remotes, store, self.kernels.replay)
+        if self.config.cull_idle_timeout > 0:
+            self._culler = Culler(service, CullPolicy(
+                self.config.cull_idle_timeout, self.config.cull_interval,
+                self.config.cull_connected, self.config.cull_busy),
+                self.kernels.end_kernel_sockets)
         self.put(self.kernels, Kernels)
         await self._guard_collaboration_rooms()
         # The front starts even when the remotes are down: nothing is asked of them here.
@@ -115,7 +132,13 @@ class RemoteKernelsModule(Module):
             tg.start_soon(self._stop_gracefully_on_sigterm)
             if self._local is not None:
                 tg.start_soon(self._local.run)  # not awaited: the front starts at once
+            if self._culler is not None:
+                tg.start_soon(self._cull, self._culler)
             self.done()
+
+    async def _cull(self, culler: Culler) -> None:
+        with anyio.CancelScope() as self._culling:
+            await culler.run()
 
     async def _stop_gracefully_on_sigterm(self) -> None:
         # fps stops gracefully on Ctrl-C only; service managers send SIGTERM. Stopping
@@ -128,6 +151,8 @@ class RemoteKernelsModule(Module):
                 return
 
     async def stop(self) -> None:
+        if self._culling is not None:
+            self._culling.cancel()  # before the clients and the store it uses close
         if self.kernels is not None:
             await self.kernels.stop()
         if self._local is not None:
@@ -138,6 +163,18 @@ class RemoteKernelsModule(Module):
             self._store.close()
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
+
+    def _serve_metrics(self, app: App, auth: Auth, remotes: list[RemoteKernels], store: Store,
+                       replay: ReplayBuffers | None) -> None:
+        names = [remote.name for remote in remotes]
+        self.metrics = metrics = Metrics(
+            names, lambda kernel_id: store.kernel_remote(kernel_id) or names[0], replay)
+        for remote in remotes:
+            remote.client.request_observer = metrics.remote_request
+            remote.on_kernel_start = metrics.kernel_started
+        assert self.kernels is not None
+        self.kernels.observers.add(metrics)
+        MetricsRoutes(app, auth, metrics, self.config.authenticate_prometheus)
 
     async def _guard_collaboration_rooms(self) -> None:
         # With the collaboration plugins, deleting an open notebook would end the front.

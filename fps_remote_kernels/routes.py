@@ -212,13 +212,15 @@ class _RemoteKernels(Kernels):
             "kernels": sum(counts) if counts else None,
             "remote": remotes[0],  # the first (or only) remote
             "remotes": remotes,
+            "pools": self.service.pool_status(remotes),
         }
 
     # ---------------------------------------------------------------- kernelspecs
 
     @answers_errors
     async def get_kernelspecs(self, user: User):
-        specs = await self.service.kernelspecs()
+        # Enterprise Gateway lists what KERNEL_USERNAME may start (its `?user=`).
+        specs = await self.service.kernelspecs(self.kernel_username(user))
         return {
             "default": specs["default"],
             "kernelspecs": {
@@ -285,8 +287,16 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def shutdown_kernel(self, kernel_id, user: User):
-        await self.service.shutdown_kernel(_kernel_id(kernel_id))
+        kernel_id = _kernel_id(kernel_id)
+        await self.service.shutdown_kernel(kernel_id)
+        self.end_kernel_sockets(kernel_id)
         return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    def end_kernel_sockets(self, kernel_id: str) -> None:
+        """Close the sockets open to a kernel the front shut down (deleted, culled)."""
+        for bridge in list(self._bridges):
+            if bridge.kernel_id == kernel_id:
+                bridge.kernel_gone()
 
     @answers_errors
     async def interrupt_kernel(self, kernel_id, user: User):
@@ -373,8 +383,10 @@ class _RemoteKernels(Kernels):
             return
         # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing:
         # the bridge checks that the kernel exists while it opens the upstream socket.
+        check = (partial(remote.kernel, kernel_id)
+                 if await remote.check_before_socket(kernel_id) else None)
         bridge = KernelChannelsBridge(websocket, remote.client, kernel_id, session_id,
-                                      kernel_exists=partial(remote.kernel, kernel_id),
+                                      kernel_exists=check,
                                       observers=self.observers.all, replay=self.replay)
         key = (kernel_id, session_id)
         older = self._live.get(key)

@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from fps_remote_kernels.config import load_config
 from fps_remote_kernels.launch import Server, descendants, front_server
@@ -90,10 +91,12 @@ async def both_listed(client: httpx.AsyncClient) -> dict:
             await anyio.sleep(0.2)
 
 
-async def run_where(front: Server, client: httpx.AsyncClient, kernel: str) -> dict:
+async def run_where(front: Server, client: httpx.AsyncClient, kernel: str,
+                    path: str | None = None) -> dict:
     """Start a session on `kernel` and report the pid, cwd, pgid and env names of its kernel."""
     response = await client.post("/api/sessions", json={
-        "path": f"{kernel.replace(':', '-')}.ipynb", "type": "notebook", "name": "nb.ipynb",
+        "path": path or f"{kernel.replace(':', '-')}.ipynb", "type": "notebook",
+        "name": "nb.ipynb",
         "kernel": {"name": kernel}})
     assert response.status_code == 201, response.text
     session = response.json()
@@ -178,9 +181,9 @@ async def test_killed_local_server_is_restarted_and_serves_new_kernels(
     with anyio.fail_after(90):
         while True:
             try:
-                after = await run_where(local_front, client, "local:python3")
+                after = await run_where(local_front, client, "local:python3", "after.ipynb")
                 break
-            except AssertionError:  # 501 until the new child answers
+            except (AssertionError, InvalidStatus):  # 503 until the new child answers
                 await anyio.sleep(0.5)
     assert after["pgid"] == child_pids(local_front)[0] != child
     assert after["pid"] != before["pid"]
