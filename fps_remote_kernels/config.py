@@ -440,6 +440,63 @@ class RemoteKernelsConfig(_RemoteConnection):
         return value
     # ---- end of auth cache
 
+    # ---- local kernels (issue 13)
+    local_kernels: bool = Field(
+        default=False,
+        description=(
+            "Also run kernels on the front's own machine: the front starts and supervises a "
+            "kernels-only Jupyverse on a loopback port, with a generated token and its own "
+            "auth directory, restarts it if it dies and stops it (and its kernels) with the "
+            "front. It is listed as one more remote, named by local_name, e.g. "
+            "'Python 3 (local)' next to 'Python 3 (gpu)'. Its kernels start in the front's "
+            "working directory. With it, url and remotes are optional."
+        ),
+    )
+    local_name: str = Field(
+        default="local",
+        description="Name of the local kernels' remote (display names, name:spec prefixes).",
+    )
+    local_port: int = Field(
+        default=0,
+        description="Loopback port of the local kernel server; 0 picks a free port.",
+    )
+    local_start_timeout: float = Field(
+        default=60.0,
+        description=(
+            "Seconds the local kernel server has to answer after it is started; one that does "
+            "not (Jupyverse hangs instead of exiting when, e.g., its port is taken) is killed "
+            "and started again."
+        ),
+    )
+
+    @field_validator("local_name")
+    @classmethod
+    def _check_local_name(cls, value: str) -> str:
+        return _check_remote_name(value)
+
+    @field_validator("local_start_timeout")
+    @classmethod
+    def _check_local_start_timeout(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("local_port")
+    @classmethod
+    def _check_local_port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError("must be a port number (1-65535), or 0 for a free port")
+        return value
+
+    @model_validator(mode="after")
+    def _check_local_name_unique(self) -> RemoteKernelsConfig:
+        taken = {r.name for r in self.all_remotes()} | {r.pool for r in self.all_remotes()}
+        if self.local_kernels and self.local_name in taken:
+            raise ValueError(f"local_name {self.local_name!r} is already the name of a remote "
+                             "or pool: each remote needs its own name")
+        return self
+    # ---- end of local kernels
+
     # ---- idle culling (issue 12): jupyter_server's MappingKernelManager options
     cull_idle_timeout: float = Field(
         default=0,

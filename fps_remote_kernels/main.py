@@ -21,6 +21,7 @@ from .config import RemoteKernelsConfig, load_config
 from .culling import Culler, CullPolicy
 from .documents import guard_rooms
 from .exitcode import exit_nonzero_on_failure
+from .local import LocalKernels
 from .metrics import Metrics, MetricsRoutes
 from .placement import Pools
 from .remote import RemoteKernels
@@ -47,6 +48,7 @@ class RemoteKernelsModule(Module):
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
+        self._local: LocalKernels | None = None
         self._culler: Culler | None = None
         self._culling: anyio.CancelScope | None = None
 
@@ -55,7 +57,7 @@ class RemoteKernelsModule(Module):
         exit_nonzero_on_failure(self._exceptions)
         local = self._local_kernels_module()
         if local is not None:
-            if not self.config.all_remotes():
+            if not self.config.all_remotes() and not self.config.local_kernels:
                 # Installed on the server that runs the kernels: nothing to proxy, but its
                 # kernel WebSockets get the front's handshake-only authentication.
                 await self._authorize_local_kernel_sockets_at_handshake()
@@ -63,13 +65,19 @@ class RemoteKernelsModule(Module):
             raise RuntimeError(
                 "fps-kernels and fps-remote-kernels both serve /api/kernels: "
                 "add --disable kernels to run kernels on the remote "
-                f"(or remove the '{local.name}' module from the configuration)"
+                f"(or remove the '{local.name}' module from the configuration); for local "
+                "kernels next to remote ones, set remote_kernels.local_kernels=true instead"
             )
-        if not self.config.all_remotes():
+        if not self.config.all_remotes() and not self.config.local_kernels:
             raise ValueError(
                 "remote_kernels.url is required: the URL of the server that runs the kernels, "
-                "e.g. --set remote_kernels.url=http://kernel-host:8002"
+                "e.g. --set remote_kernels.url=http://kernel-host:8002 (or "
+                "remote_kernels.local_kernels=true for kernels on this machine)"
             )
+        # Local kernels: a child kernel server of the front's, one more remote, listed last.
+        self._local = LocalKernels(self.config) if self.config.local_kernels else None
+        remote_configs = [*self.config.all_remotes(), *([self._local.remote] if self._local
+                                                        else [])]
         self.put(self.config, RemoteKernelsConfig)
         app = await self.get(App)
         # An early answer (413, 415, auth refusal) must not leave a connection hanging.
@@ -79,8 +87,7 @@ class RemoteKernelsModule(Module):
         frontend_config = await self.get(FrontendConfig)
 
         # Closed in stop(), after the kernels the front started may have been shut down.
-        self._clients = [RemoteClient(remote, self.config)
-                         for remote in self.config.all_remotes()]
+        self._clients = [RemoteClient(remote, self.config) for remote in remote_configs]
         # One record of kernel activity, fed by the bridges, read by the models and culling.
         self.activity = activity = Activity()
         remotes = [RemoteKernels(client, self.config.kernelspecs_cache_ttl, activity)
@@ -88,8 +95,8 @@ class RemoteKernelsModule(Module):
         self._store = store = Store(self.config.sessions_db or default_store_path())
         service = KernelService(
             remotes, store, self.config.env_allowlist,
-            {remote.name: remote.kernelspecs for remote in self.config.all_remotes()},
-            Pools({remote.name: remote.pool for remote in self.config.all_remotes()}),
+            {remote.name: remote.kernelspecs for remote in remote_configs},
+            Pools({remote.name: remote.pool for remote in remote_configs}),
         )
         # The routes check the front's auth through a short-lived cache of successful checks.
         routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)
@@ -123,6 +130,8 @@ class RemoteKernelsModule(Module):
         async with anyio.create_task_group() as tg:
             self._signal_watch = tg
             tg.start_soon(self._stop_gracefully_on_sigterm)
+            if self._local is not None:
+                tg.start_soon(self._local.run)  # not awaited: the front starts at once
             if self._culler is not None:
                 tg.start_soon(self._cull, self._culler)
             self.done()
@@ -146,6 +155,8 @@ class RemoteKernelsModule(Module):
             self._culling.cancel()  # before the clients and the store it uses close
         if self.kernels is not None:
             await self.kernels.stop()
+        if self._local is not None:
+            await self._local.stop()
         for client in self._clients:
             await client.aclose()
         if self._store is not None:
