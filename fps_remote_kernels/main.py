@@ -177,6 +177,9 @@ class RemoteKernelsModule(Module):
         for remote in remotes:
             remote.client.request_observer = metrics.remote_request
             remote.on_kernel_start = metrics.kernel_started
+        if self._local is not None:
+            local = self._local
+            metrics.local_restarts = lambda: local.restarts
         assert self.kernels is not None
         self.kernels.observers.add(metrics)
         MetricsRoutes(app, auth, metrics, self.config.authenticate_prometheus)

@@ -7,7 +7,8 @@ Served on `{base_url}metrics`, authenticated like the rest of the front unless
   histogram (the client reports them, see RemoteClient.request_observer);
 - each remote's health as its last request found it, and when that was;
 - open kernel sockets and the frames and bytes relayed each way, per remote (an observer);
-- kernel starts by outcome, replays and dropped replay buffers, culled kernels.
+- kernel starts by outcome, replays and dropped replay buffers, culled kernels, restarts of
+  the local kernels child.
 
 The relay path must not pay for this: the observer adds two integers per frame into a dict
 entry of the kernel, and everything is summed per remote only when Prometheus scrapes.
@@ -87,6 +88,8 @@ class Metrics:
         self._traffic: dict[str, list[int]] = {}
         self._totals: dict[str, list[int]] = {}
         self._kernel_remote: dict[str, str] = {}
+        # How many times the local kernels child was restarted (local.py), if there is one.
+        self.local_restarts: Callable[[], int] | None = None
         self.registry.register(_Collector(self))
 
     # ---------------------------------------------------------------- fed by the front
@@ -187,6 +190,10 @@ class _Collector:
             frames.add_metric([remote, "to_kernel"], counts[2])
             sizes.add_metric([remote, "to_kernel"], counts[3])
         yield from (up, seen, sockets, frames, sizes)
+        if m.local_restarts is not None:
+            yield CounterMetricFamily(f"{PREFIX}_local_restarts",
+                                      "Restarts of the local kernels child after it ended.",
+                                      value=m.local_restarts())
         replay = m._replay
         if replay is not None:
             yield CounterMetricFamily(f"{PREFIX}_replayed_sessions",

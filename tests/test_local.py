@@ -168,7 +168,8 @@ async def test_local_token_is_kept_off_command_lines_and_logs(
 async def test_killed_local_server_is_restarted_and_serves_new_kernels(
         local_front: Server, client: httpx.AsyncClient) -> None:
     """SIGKILL of the child: its kernels end with it (the old kernel is 404), the front logs
-    the exit, starts a new child, and a new local kernel executes."""
+    the exit and counts the restart in its metrics, starts a new child, and a new local
+    kernel executes."""
     await both_listed(client)
     before = await run_where(local_front, client, "local:python3")
     [child] = child_pids(local_front)
@@ -189,6 +190,10 @@ async def test_killed_local_server_is_restarted_and_serves_new_kernels(
     assert after["pid"] != before["pid"]
     old_kernel = before["session"]["kernel"]["id"]
     assert (await client.get(f"/api/kernels/{old_kernel}")).status_code == 404
+    metrics = (await client.get("/metrics")).text
+    restarts = [float(line.split()[1]) for line in metrics.splitlines()
+                if line.startswith("remote_kernels_local_restarts_total ")]
+    assert restarts and restarts[0] >= 1, metrics[-1500:]
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
