@@ -228,7 +228,7 @@ def end_process_group(process: subprocess.Popen[bytes], first: signal.Signals,
             continue
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -239,7 +239,7 @@ def _start_time(pid: int) -> str | None:
 def kill_survivors(noted: dict[int, str]) -> None:
     """SIGKILL the processes of `noted` (from `descendants`) that still run."""
     for pid, started in noted.items():
-        if _start_time(pid) == started:  # the same process, not a reused pid
+        if start_time(pid) == started:  # the same process, not a reused pid
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

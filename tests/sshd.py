@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fps_remote_kernels.launch import _descendants, _start_time
+from fps_remote_kernels.launch import descendants, start_time
 
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
@@ -190,7 +190,7 @@ class SshHosts:
             return
         # Each connection is served by a child of the listener in a session of its own: note
         # them now, end those still there once the listener is gone.
-        children = _descendants(process.pid)
+        children = descendants(process.pid)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(process.pid, sig)
@@ -202,7 +202,7 @@ class SshHosts:
             except subprocess.TimeoutExpired:
                 continue
         for pid, started in children.items():
-            if _start_time(pid) == started:  # the same process, not a reused pid
+            if start_time(pid) == started:  # the same process, not a reused pid
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
