@@ -19,6 +19,7 @@ from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
 from .documents import guard_rooms
+from .executor import Executions
 from .exitcode import exit_nonzero_on_failure
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
@@ -39,6 +40,7 @@ class RemoteKernelsModule(Module):
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
+        self._executions: Executions | None = None
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
@@ -106,6 +108,8 @@ class RemoteKernelsModule(Module):
         async with anyio.create_task_group() as tg:
             self._signal_watch = tg
             tg.start_soon(self._stop_gracefully_on_sigterm)
+            if self._executions is not None:
+                tg.start_soon(self._executions.run)
             self.done()
 
     async def _stop_gracefully_on_sigterm(self) -> None:
@@ -131,6 +135,8 @@ class RemoteKernelsModule(Module):
     async def _guard_collaboration_rooms(self) -> None:
         # With the collaboration plugins, deleting an open notebook would end the front.
         if not self._sibling_from("fps_yjs."):
+            logger.info("Server-side execution unavailable: it needs the collaboration plugins "
+                        "(pip install \"jupyverse[collaboration]\")")
             return
         from jupyverse_yjs import Yjs
 
@@ -141,6 +147,22 @@ class RemoteKernelsModule(Module):
         else:
             logger.warning("Collaboration rooms not guarded: deleting an open notebook may "
                            "end the server")
+        await self._serve_execution(yjs)
+
+    async def _serve_execution(self, yjs: Any) -> None:
+        # POST /api/kernels/{id}/execute (JupyterLab's serverSideExecution) writes into the
+        # collaboration rooms: without them the route answers 501.
+        from jupyverse_file_id import FileId
+
+        assert self.kernels is not None
+        file_id = await self.get(FileId)  # type: ignore[type-abstract]
+        kernels = self.kernels
+        self._executions = kernels.executions = Executions(
+            kernels.service, yjs, file_id, self.config.execution_queue_limit,
+            lambda: kernels.observers.all,
+            self.config.connect_timeout + 2 * self.config.request_timeout)
+        logger.info("Server-side execution available (POST /api/kernels/{id}/execute)",
+                    execution_queue_limit=self.config.execution_queue_limit)
 
     def _sibling_from(self, package: str) -> Module | None:
         siblings = self.parent.modules.values() if self.parent is not None else ()
