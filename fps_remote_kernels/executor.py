@@ -7,6 +7,8 @@ one executor WebSocket per kernel (its own session id; replies matched by
 `parent_header.msg_id`; other clients' traffic ignored) and writes the outputs into the Y cell
 as JupyterLab does (execution.py), so the room saves them to disk, browser or not.
 
+- Once open, the socket asks `kernel_info` (again each second until answered), as JupyterLab
+  does after connecting: a remote may drop what arrives while a restarted kernel connects.
 - Cells are sent to the kernel as they are queued, in that order, with `stop_on_error` as
   JupyterLab sends them: after an error the kernel aborts the cells queued behind it (an
   aborted reply has no count). The route answers once the cell is queued ("Run all" POSTs every
@@ -102,8 +104,12 @@ class KernelExecutor:
     """The executor socket of one kernel, the cells queued on it and those it runs."""
 
     def __init__(self, kernel_id: str, open_socket: Callable[[str], Awaitable[ClientConnection]],
-                 limit: int, observers: tuple[ChannelsObserver, ...] = ()) -> None:
+                 limit: int, observers: tuple[ChannelsObserver, ...] = (),
+                 greet_timeout: float = 60.0) -> None:
         self.kernel_id = kernel_id
+        self.greet_timeout = greet_timeout
+        self._greetings: set[str] = set()
+        self._greeted = anyio.Event()
         self.session_id = uuid.uuid4().hex
         self.limit = limit
         self.observers = observers
@@ -153,23 +159,47 @@ class KernelExecutor:
                 except RemoteKernelsError as e:
                     self.failure, self._reason = e, e.message
                     return
-                finally:
-                    self.opened.set()
                 self._v1 = upstream.subprotocol == V1_PROTOCOL
-                logger.info("Executor socket opened", kernel_id=self.kernel_id,
-                            subprotocol=upstream.subprotocol or "legacy")
                 try:
                     async with anyio.create_task_group() as tg:
                         self._task_group = tg
-                        tg.start_soon(self._send, upstream, tg.cancel_scope)
                         tg.start_soon(self._receive, upstream, tg.cancel_scope)
+                        if not await self._greet(upstream):
+                            tg.cancel_scope.cancel()
+                            return
+                        logger.info("Executor socket opened", kernel_id=self.kernel_id,
+                                    subprotocol=upstream.subprotocol or "legacy")
+                        self.opened.set()
+                        tg.start_soon(self._send, upstream, tg.cancel_scope)
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_SECONDS):
                         await upstream.close()
         finally:
             self.ended = True
+            self.opened.set()
             self._end_all()
             logger.info("Executor socket closed", kernel_id=self.kernel_id, reason=self._reason)
+
+    async def _greet(self, upstream: ClientConnection) -> bool:
+        """Whether the kernel answered a `kernel_info_request`, as JupyterLab asks after each
+        connection before anything else: a remote may drop what is sent while a (re)started
+        kernel's channels connect (seen on Kernel Gateway), so it is asked again each second."""
+        with anyio.move_on_after(self.greet_timeout):
+            while not self._greeted.is_set():
+                msg_id = uuid.uuid4().hex
+                self._greetings.add(msg_id)
+                try:
+                    await upstream.send(self._message("kernel_info_request", msg_id, {}))
+                except ConnectionClosed:
+                    return False
+                with anyio.move_on_after(1):
+                    await self._greeted.wait()
+            return True
+        self.failure = RemoteKernelsError(
+            504, f"Kernel {self.kernel_id} did not answer within {self.greet_timeout:g} s",
+            "Gateway Timeout")
+        self._reason = self.failure.message
+        return False
 
     def _end_all(self) -> None:
         executions = [*self._pending.values(), *self._outbox]
@@ -246,6 +276,9 @@ class KernelExecutor:
         if channel == "iopub" and msg_type == "status":
             self._status(parent.get("msg_id"), content_of())
             return
+        if msg_type == "kernel_info_reply" and parent.get("msg_id") in self._greetings:
+            self._greeted.set()
+            return
         execution = self._pending.get(parent.get("msg_id"))  # type: ignore[arg-type]
         if execution is None:
             return  # another client's, or one that was ended
@@ -288,19 +321,23 @@ class KernelExecutor:
             self._finish(execution)
 
     def _request(self, execution: _Execution) -> Frame:
+        return self._message("execute_request", execution.msg_id, {
+            "code": execution.code, "silent": False, "store_history": True,
+            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True,
+        }, {"cellId": execution.cell_id})
+
+    def _message(self, msg_type: str, msg_id: str, content: dict[str, Any],
+                 metadata: dict[str, Any] | None = None) -> Frame:
         return message_frame({
             "channel": "shell",
             "header": {
-                "msg_id": execution.msg_id, "msg_type": "execute_request",
-                "session": self.session_id, "username": _USERNAME, "version": "5.3",
+                "msg_id": msg_id, "msg_type": msg_type, "session": self.session_id,
+                "username": _USERNAME, "version": "5.3",
                 "date": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
             },
             "parent_header": {},
-            "metadata": {"cellId": execution.cell_id},
-            "content": {
-                "code": execution.code, "silent": False, "store_history": True,
-                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True,
-            },
+            "metadata": metadata or {},
+            "content": content,
         }, self._v1)
 
 
@@ -379,10 +416,10 @@ class Executions:
         if executor is None or executor.ended:
             assert self._task_group is not None
             executor = KernelExecutor(kernel_id, self._opener(kernel_id), self.limit,
-                                      self.observers())
+                                      self.observers(), self.open_timeout)
             self.executors[kernel_id] = executor
             self._task_group.start_soon(self._run, executor)
-        with anyio.move_on_after(self.open_timeout):
+        with anyio.move_on_after(2 * self.open_timeout):
             await executor.opened.wait()
         if executor.failure is not None:
             raise executor.failure
