@@ -8,6 +8,11 @@ found: the factory `YRooms` creates rooms with is wrapped, so that a room that f
 started is logged and ends alone (`YRooms` then forgets it); a failure while the room opens
 still reaches whoever asked for the room.
 
+fps-file-id 0.4.4 fails the server the same way when one batch of file events holds a change
+and the deletion of the same file (it stats the deleted file): a notebook deleted while its
+cells run, saved every second, is that case. Its watching loop is wrapped (`guard_file_ids`,
+before fps-file-id starts it) so that it logs and watches again.
+
 Holding a room (checked in fps-yrooms 0.2.4 and jupyverse-yrooms 0.1.3): a room closes only
 `document_cleanup_delay` (60 s) after its last client leaves, and while it is open it saves
 its document to disk `document_save_delay` after each change; a room opened by `get_room` with
@@ -30,6 +35,35 @@ import structlog
 from .errors import not_found
 
 logger = structlog.get_logger()
+
+
+_GUARDED = "_remote_kernels_guarded"
+
+
+def guard_file_ids() -> bool:
+    """Make fps-file-id's file watching loop survive a file deleted under it (see above);
+    False if fps-file-id is not installed or has no such loop. Call before it starts."""
+    try:
+        from fps_file_id.file_id import _FileId
+    except ImportError:
+        return False
+    watch_files = getattr(_FileId, "watch_files", None)
+    if watch_files is None:
+        return False
+    if getattr(watch_files, _GUARDED, False):
+        return True
+
+    async def guarded_watch_files(self: Any) -> None:
+        while True:
+            try:
+                return await watch_files(self)
+            except FileNotFoundError as e:
+                logger.warning("File ids: a file vanished while its change was indexed; "
+                               "watching again", error=repr(e))
+
+    setattr(guarded_watch_files, _GUARDED, True)
+    _FileId.watch_files = guarded_watch_files  # type: ignore[method-assign]
+    return True
 
 
 class _GuardedRoom:

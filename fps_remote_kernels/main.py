@@ -18,7 +18,7 @@ from .activity import Activity
 from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
-from .documents import guard_rooms
+from .documents import guard_file_ids, guard_rooms
 from .executor import Executions
 from .exitcode import exit_nonzero_on_failure
 from .remote import RemoteKernels
@@ -41,6 +41,8 @@ class RemoteKernelsModule(Module):
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
         self._executions: Executions | None = None
+        # Before fps-file-id (collaboration plugins) starts watching files: see documents.py.
+        guard_file_ids()
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
