@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import getpass
 import signal
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,6 +23,7 @@ from .config import RemoteKernelsConfig, load_config
 from .documents import guard_file_ids, guard_rooms
 from .executor import Executions
 from .exitcode import exit_nonzero_on_failure
+from .labextensions import installed, without_collaboration
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
@@ -139,6 +142,7 @@ class RemoteKernelsModule(Module):
         if not self._sibling_from("fps_yjs."):
             logger.info("Server-side execution unavailable: it needs the collaboration plugins "
                         "(pip install \"jupyverse[collaboration]\")")
+            await self._collaboration_labextensions_off()
             return
         from jupyverse_yjs import Yjs
 
@@ -150,6 +154,20 @@ class RemoteKernelsModule(Module):
             logger.warning("Collaboration rooms not guarded: deleting an open notebook may "
                            "end the server")
         await self._serve_execution(yjs)
+
+    async def _collaboration_labextensions_off(self) -> None:
+        # Installed but not enabled, the collaboration plugins' JupyterLab extensions would
+        # still load and break notebooks (labextensions.py).
+        if not self._sibling_from("jupyverse_lab."):
+            return
+        from jupyverse_lab import PageConfig
+
+        extensions = installed(Path(sys.prefix) / "share" / "jupyter" / "labextensions")
+        if extensions:
+            page_config = await self.get(PageConfig)
+            page_config.register(without_collaboration(extensions))
+            logger.info("Collaboration JupyterLab extensions left out: the collaboration "
+                        "plugins are not enabled", extensions=sorted(extensions))
 
     async def _serve_execution(self, yjs: Any) -> None:
         # POST /api/kernels/{id}/execute (JupyterLab's serverSideExecution) writes into the

@@ -203,3 +203,15 @@ async def test_without_collaboration_plugins(front: Server, api: httpx.AsyncClie
 async def test_start_up_says_execution_is_available(collab: Server) -> None:
     """A front with the collaboration plugins logs once that server-side execution works."""
     assert collab.log_path.read_text().count("Server-side execution available") == 1
+
+
+async def test_collaboration_labextensions_only_with_the_plugins(
+        collab: Server, capi: httpx.AsyncClient, front: Server, api: httpx.AsyncClient) -> None:
+    """JupyterLab's page loads the docprovider extension (and its replacement cell executor)
+    only on a front whose collaboration plugins run."""
+    with_plugins = (await capi.get("/lab")).text
+    assert "@jupyter/docprovider-extension" in with_plugins
+    assert "@jupyterlab/notebook-extension:cell-executor" in with_plugins  # it is replaced
+    without = (await api.get("/lab")).text
+    assert "@jupyter/docprovider-extension" not in without
+    assert "@jupyterlab/notebook-extension:cell-executor" not in without
