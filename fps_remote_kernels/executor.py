@@ -17,11 +17,12 @@ as JupyterLab does (execution.py), so the room saves them to disk, browser or no
   shell are separate channels: outputs may follow the reply), or shortly after the reply.
 - Queued and running cells per kernel are bounded (`execution_queue_limit`: 429 beyond).
 - stdin is not offered (`allow_stdin: false`): `input()` fails at once instead of hanging.
-- Restart or shutdown of the kernel, its socket closing (kernel culled, remote gone) and the
-  front stopping end every pending execution: its cell goes idle without a count. After an
-  interrupt the kernel answers the running cell (KeyboardInterrupt) and aborts the queued
-  ones; whatever has not answered a few seconds later is ended the same way. Nothing stays
-  `[*]`. The next execute opens a new socket.
+- Restart or shutdown of the kernel, its socket closing (remote gone), the remote saying the
+  kernel is gone or dead (asked every few seconds while cells run: a kernel culled on the
+  remote leaves the socket open) and the front stopping end every pending execution: its
+  cell goes idle without a count. After an interrupt the kernel answers the running cell
+  (KeyboardInterrupt) and aborts the queued ones; whatever has not answered a few seconds
+  later is ended the same way. Nothing stays `[*]`. The next execute opens a new socket.
 - While any cell of a document is queued or runs, its room is held open (documents.py).
 - The executor socket closes after a while with nothing to run: a Jupyverse remote keeps a
   database connection per open kernel socket.
@@ -35,6 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import anyio
@@ -58,6 +60,9 @@ Frame = str | bytes
 _IDLE_AFTER_REPLY_SECONDS = 2.0
 # After an interrupt, how long the kernel has to answer the cells it was sent.
 _INTERRUPT_GRACE_SECONDS = 5.0
+# While cells run, how often the remote is asked whether the kernel still exists: a kernel
+# culled or shut down on the remote leaves the socket open on every kind (measured).
+_LIVENESS_SECONDS = 5.0
 # An executor socket with nothing to run closes after this long.
 _IDLE_CLOSE_SECONDS = 30.0
 _CLOSE_SECONDS = 2.0
@@ -105,8 +110,10 @@ class KernelExecutor:
 
     def __init__(self, kernel_id: str, open_socket: Callable[[str], Awaitable[ClientConnection]],
                  limit: int, observers: tuple[ChannelsObserver, ...] = (),
-                 greet_timeout: float = 60.0) -> None:
+                 greet_timeout: float = 60.0,
+                 kernel_model: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.kernel_id = kernel_id
+        self._kernel_model = kernel_model
         self.greet_timeout = greet_timeout
         self._greetings: set[str] = set()
         self._greeted = anyio.Event()
@@ -171,6 +178,7 @@ class KernelExecutor:
                                     subprotocol=upstream.subprotocol or "legacy")
                         self.opened.set()
                         tg.start_soon(self._send, upstream, tg.cancel_scope)
+                        tg.start_soon(self._watch_kernel, tg.cancel_scope)
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_SECONDS):
                         await upstream.close()
@@ -200,6 +208,29 @@ class KernelExecutor:
             "Gateway Timeout")
         self._reason = self.failure.message
         return False
+
+    async def _watch_kernel(self, scope: anyio.CancelScope) -> None:
+        """End everything when the remote says the kernel is gone or dead (asked only while
+        cells run); an unreachable remote is left to the socket's keepalive pings."""
+        if self._kernel_model is None:
+            return
+        while True:
+            await anyio.sleep(_LIVENESS_SECONDS)
+            if not self._pending:
+                continue
+            try:
+                model = await self._kernel_model()
+            except RemoteKernelsError as e:
+                if e.status != 404:
+                    continue
+                self._reason = "the kernel is gone from the remote"
+            else:
+                if model.get("execution_state") != "dead":
+                    continue
+                self._reason = "the kernel is dead"
+            self.ended = True
+            scope.cancel()
+            return
 
     def _end_all(self) -> None:
         executions = [*self._pending.values(), *self._outbox]
@@ -416,7 +447,8 @@ class Executions:
         if executor is None or executor.ended:
             assert self._task_group is not None
             executor = KernelExecutor(kernel_id, self._opener(kernel_id), self.limit,
-                                      self.observers(), self.open_timeout)
+                                      self.observers(), self.open_timeout,
+                                      partial(self.service.kernel, kernel_id))
             self.executors[kernel_id] = executor
             self._task_group.start_soon(self._run, executor)
         with anyio.move_on_after(2 * self.open_timeout):

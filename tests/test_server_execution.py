@@ -204,3 +204,19 @@ async def test_shutdown_during_a_run(collab: Server, capi: httpx.AsyncClient) ->
         assert _ended_without_answer(view.content("c1"))
     response = await execute(capi, kernel_id, doc, "c1")
     assert response.status_code == 404, response.text
+
+
+async def test_kernel_culled_on_the_remote_during_a_run(
+        collab: Server, capi: httpx.AsyncClient, remote_api: httpx.AsyncClient) -> None:
+    """A kernel shut down on the remote itself (culled) while its cell runs: the executor
+    socket closes and the cell goes idle."""
+    kernel_id = await start_kernel(capi)
+    doc = await new_notebook(capi, "culled.ipynb", [
+        code("import time\nprint('start', flush=True)\ntime.sleep(120)", "c1")])
+    async with room(collab, capi, doc) as view:
+        await run_cells(capi, kernel_id, doc, "c1")
+        await view.wait(lambda: "start" in str(view.content("c1")["outputs"]), "c1 printed")
+        response = await remote_api.delete(f"/api/kernels/{kernel_id}")
+        assert response.status_code == 204, response.text
+        await view.wait(lambda: view.state("c1") == "idle", "c1 ended", timeout=60)
+        assert _ended_without_answer(view.content("c1"))
