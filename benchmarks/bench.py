@@ -46,11 +46,12 @@ from .scenarios import (
     rest,
     scale,
     stream,
+    ws_open,
 )
 from .stack import Stack, Target
 from .wire import V1
 
-GROUPS = ("rest", "start", "execute", "stream", "flood", "fanout", "scale")
+GROUPS = ("rest", "start", "wsopen", "execute", "stream", "flood", "fanout", "scale")
 HERE = Path(__file__).resolve().parent
 
 
@@ -127,6 +128,9 @@ async def measure(stack: Stack, p: Params, groups: set[str], log: Any) -> Collec
                 if "start" in groups:
                     c.add("kernel_start", await kernel_start(targets, p, r, direct))
                     log("  kernel start done")
+                if "wsopen" in groups:
+                    c.add("ws_open", await ws_open(targets, p, r, main_kernel))
+                    log("  kernel WebSocket open done")
                 if "execute" in groups:
                     c.add("execute.v1", await execute_rtt(targets, p, r, main_kernel, V1))
                     c.add("execute.legacy",
@@ -203,18 +207,9 @@ def aggregate(c: Collector, params: Params) -> list[dict[str, Any]]:
         title = ("GET /auth/user/me (auth check only)" if key == "auth"
                  else f"GET /api/{key}")
         latency(f"rest.{key}", title, "ms", rest_limits[key])
-    auth, kernels = c.get("rest.auth"), c.get("rest.kernels")
-    if auth.get("plugin") and kernels.get("plugin") and kernels.get("direct"):
-        own = statistics.median(auth["plugin"])
-        share = statistics.median(kernels["plugin"]) - own
-        rows.append(row("rest.proxy_share", "GET /api/kernels minus the front's auth check",
-                        "ms", "lower", {"direct": statistics.median(kernels["direct"]),
-                                        "plugin": share,
-                                        "nginx": _median(kernels.get("nginx", []))},
-                        note="plugin column: plugin GET /api/kernels median minus plugin "
-                             "auth-only median (the proxy's own share)"))
     latency("kernel_start", "kernel start (POST /api/sessions -> kernel_info_reply)", "s",
             1.05)
+    latency("ws_open", "kernel WebSocket open (handshake -> kernel_info_reply)", "ms", 1.5)
     latency("execute.v1", "execute 1+1 round trip, v1 protocol", "ms", 1.05)
     latency("execute.legacy", "execute 1+1 round trip, legacy protocol", "ms", 1.05)
 
@@ -339,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write benchmarks/RESULTS.md from this run")
     parser.add_argument("--no-nginx", action="store_true", help="skip the Nginx target")
     parser.add_argument("--keep", action="store_true", help="keep the servers' work directory")
+    parser.add_argument("--front-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a --set option of the plugin's fronts, e.g. "
+                             "remote_kernels.event_loop=uvloop (repeatable)")
     args = parser.parse_args(argv)
 
     p = Params.smoke() if args.smoke else Params()
@@ -360,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="fps-rk-bench-"))
     stack = Stack(workdir, real=bool(groups - {"scale"}), fake="scale" in groups,
-                  nginx=with_nginx)
-    meta = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  nginx=with_nginx, front_options=args.front_set)
+    meta = {"front_options": args.front_set,
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "mode": "smoke" if args.smoke else "full", "groups": sorted(groups),
             "params": vars(p), "machine": machine(),
             "package": _package_state()}

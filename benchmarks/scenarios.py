@@ -30,6 +30,8 @@ class Params:
     rest_requests: int = 200  # per endpoint, target and round
     rest_block: int = 20
     starts: int = 3  # kernel starts per target and round
+    ws_opens: int = 40  # kernel WebSocket opens per target and round
+    ws_open_block: int = 10
     executes: int = 300  # per protocol, target and round
     execute_block: int = 50
     stream_mb: int = 50
@@ -47,7 +49,8 @@ class Params:
 
     @classmethod
     def smoke(cls) -> Params:
-        return cls(rounds=1, rest_requests=10, rest_block=5, starts=1, executes=10,
+        return cls(rounds=1, rest_requests=10, rest_block=5, starts=1, ws_opens=4,
+                   ws_open_block=2, executes=10,
                    execute_block=5, stream_mb=2, flood_mb=2, flood_rate_mb_s=4.0,
                    fanout_sessions=2, fanout_executes=5, scale_sockets=20, scale_single=20,
                    scale_paced_seconds=1.0, scale_paced_rates=(1.0,),
@@ -142,6 +145,25 @@ async def kernel_start(targets: dict[str, Target], p: Params, round_: int,
                 await kernel.close()
                 await delete_session(cleanup, session["id"])
             await anyio.sleep(0.5)  # let the remote finish with the new kernel
+    return samples
+
+
+async def ws_open(targets: dict[str, Target], p: Params, round_: int, kernel_id: str
+                  ) -> Samples:
+    """Open the kernel WebSocket of a running kernel until kernel_info_reply (what a notebook
+    reconnecting or a second tab pays); ms. Blocks of `ws_open_block` per target."""
+    samples: Samples = {n: [] for n in targets}
+    for b in range(max(1, p.ws_opens // p.ws_open_block)):
+        for name in rotation(list(targets), round_ + b):
+            target = targets[name]
+            for _ in range(p.ws_open_block):
+                start = time.perf_counter()
+                kernel = await Kernel.open(target.ws, kernel_id, cookie=target.cookie)
+                try:
+                    await kernel.kernel_info(timeout=60)
+                    samples[name].append((time.perf_counter() - start) * 1000)
+                finally:
+                    await kernel.close()
     return samples
 
 

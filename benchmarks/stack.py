@@ -117,8 +117,10 @@ class Stack:
     """Remote, front and Nginx (and, for the scale scenario, the same around a fake remote)."""
 
     def __init__(self, workdir: Path, *, real: bool = True, fake: bool = True,
-                 nginx: bool = True) -> None:
+                 nginx: bool = True, front_options: list[str] | None = None) -> None:
         self.workdir = workdir
+        # `--set` options of both fronts (a lever to measure, e.g. remote_kernels.event_loop).
+        self.front_extra = [arg for option in front_options or [] for arg in ("--set", option)]
         self.real = real
         self.fake = fake
         self.with_nginx = nginx
@@ -135,12 +137,13 @@ class Stack:
         if self.real:
             self.remote = remote_server(self.workdir / "remote").start()
             self.front = front_server(self.workdir / "front", self.remote.url,
-                                      self.remote.token).start()
+                                      self.remote.token, extra=self.front_extra).start()
             routes[free_port()] = self.remote.port
         if self.fake:
             self.fake_remote = FakeRemoteProcess(self.workdir / "fake").start()
             self.fake_front = front_server(self.workdir / "fake-front", self.fake_remote.url,
-                                           self.fake_remote.token).start()
+                                           self.fake_remote.token,
+                                           extra=self.front_extra).start()
             routes[free_port()] = self.fake_remote.port
         if self.with_nginx:
             self.nginx = Nginx(self.workdir / "nginx", routes).start()

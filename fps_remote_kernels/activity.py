@@ -30,6 +30,8 @@ _STATES = frozenset(("starting", "idle", "busy", "restarting", "dead"))
 # Kernels the front keeps activity for; the oldest is dropped beyond this (kernels deleted
 # elsewhere would otherwise stay forever).
 _MAX_KERNELS = 10_000
+# A kernel heard from this recently is taken as alive when a socket to it opens.
+_ALIVE_SECONDS = 30.0
 
 
 @dataclass
@@ -86,6 +88,14 @@ class Activity:
         return None  # jupyter_server counts what the kernel sends, not what clients ask
 
     # ---------------------------------------------------------------- the front's own acts
+
+    def seen_alive(self, kernel_id: str, within: float = _ALIVE_SECONDS) -> bool:
+        """Whether the kernel has a socket open through the front, or sent something in the
+        last `within` seconds, and was not reported dead."""
+        activity = self.kernels.get(kernel_id)
+        if activity is None or activity.execution_state == "dead":
+            return False
+        return activity.connections > 0 or time.time() - activity.last_activity < within
 
     def forget(self, kernel_id: str) -> None:
         """The kernel was shut down or culled."""

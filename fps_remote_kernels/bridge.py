@@ -83,7 +83,7 @@ class KernelChannelsBridge:
     """One client kernel WebSocket joined to one upstream kernel WebSocket."""
 
     def __init__(self, websocket: WebSocket, client: RemoteClient, kernel_id: str,
-                 session_id: str, kernel_exists: Callable[[], Awaitable[object]],
+                 session_id: str, kernel_exists: Callable[[], Awaitable[object]] | None,
                  observers: tuple[ChannelsObserver, ...] = (),
                  replay: ReplayBuffers | None = None) -> None:
         self.websocket = websocket
@@ -107,6 +107,11 @@ class KernelChannelsBridge:
         """A newer socket of the same session arrived: it wins, as in jupyter_server. This
         one is closed with 1000, on which JupyterLab stops reconnecting (no tug of war)."""
         self._end(WS_NORMAL_CLOSURE, "Replaced by a newer connection of the same session")
+
+    def kernel_gone(self) -> None:
+        """The front shut the kernel down (deleted, culled): the client gets 1000, on which
+        JupyterLab stops reconnecting. (A Jupyverse remote leaves the socket open.)"""
+        self._end(WS_NORMAL_CLOSURE, "Kernel shut down")
 
     def _end(self, code: int, reason: str) -> None:
         self._ending = (code, reason)
@@ -160,9 +165,18 @@ class KernelChannelsBridge:
         refusals: dict[str, RemoteKernelsError] = {}
         upstream: ClientConnection | None = None
 
+        if self.kernel_exists is None:  # not needed (see RemoteKernels.check_before_socket)
+            try:
+                upstream = await self.client.connect_channels(
+                    self.kernel_id, self.session_id, upstream_offer(offered))
+            except RemoteKernelsError as e:
+                refusals["connect"] = e
+            return upstream, refusals.get("connect")
+        kernel_exists = self.kernel_exists
+
         async def check() -> None:
             try:
-                await self.kernel_exists()
+                await kernel_exists()
             except RemoteKernelsError as e:
                 refusals["check"] = e
 

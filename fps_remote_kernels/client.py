@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ssl
+import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -75,6 +77,9 @@ class RemoteClient:
         # None until detected (kind "auto"): see ensure_kind().
         self.kind: Kind | None = KINDS.get(remote.kind)
         self._detect_lock = anyio.Lock()
+        # Told of every request to the remote: (remote name, method, path, status or None
+        # when no answer came, seconds). The metrics set it.
+        self.request_observer: Callable[[str, str, str, int | None, float], None] | None = None
         quiet_library_logs()
 
     async def aclose(self) -> None:
@@ -186,14 +191,22 @@ class RemoteClient:
         drops before the answer: a kept-alive connection the remote closed while it sat in
         the pool fails that way, and a browser retries then too. Other methods are not
         repeated: the remote may have acted on them."""
+        started, status = time.perf_counter(), None
         try:
-            return await self._http.request(method, path, **kwargs)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
-            if method not in ("GET", "HEAD") or not connection_dropped(e):
-                raise
-            logger.debug("Connection to the remote dropped; sending again", remote=self.name,
-                         method=method)
-            return await self._http.request(method, path, **kwargs)
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                if method not in ("GET", "HEAD") or not connection_dropped(e):
+                    raise
+                logger.debug("Connection to the remote dropped; sending again",
+                             remote=self.name, method=method)
+                response = await self._http.request(method, path, **kwargs)
+            status = response.status_code
+            return response
+        finally:
+            if self.request_observer is not None:
+                self.request_observer(self.remote.name, method, path, status,
+                                      time.perf_counter() - started)
 
     def _refused(self, response: httpx.Response) -> bool:
         statuses = self.kind.refusal_statuses if self.kind is not None else (401, 403)
@@ -251,6 +264,20 @@ class RemoteClient:
         self, kernel_id: str, session_id: str, subprotocols: list[str]
     ) -> ClientConnection:
         """Open the upstream kernel WebSocket, offering the client's subprotocols."""
+        started, status = time.perf_counter(), None
+        try:
+            upstream = await self._connect_channels(kernel_id, session_id, subprotocols)
+            status = 101
+            return upstream
+        finally:
+            if self.request_observer is not None:
+                self.request_observer(self.remote.name, "GET",
+                                      f"api/kernels/{kernel_id}/channels", status,
+                                      time.perf_counter() - started)
+
+    async def _connect_channels(
+        self, kernel_id: str, session_id: str, subprotocols: list[str]
+    ) -> ClientConnection:
         if self.kind is None:
             await self.ensure_kind()
         url = (f"{self.ws_base_url}api/kernels/{quote(kernel_id, safe='')}/channels"

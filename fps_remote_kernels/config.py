@@ -114,6 +114,35 @@ class _RemoteConnection(Config):
         "not set.",
     )
     # -- end of credentials --
+    # ---- pools (issue 12)
+    pool: str | None = Field(
+        default=None,
+        description=(
+            "Name of the pool this remote belongs to. The members of a pool offer their "
+            "kernelspecs once, under plain names (display names say the pool); a new kernel "
+            "goes to the reachable member with the fewest kernels (ties: round robin)."
+        ),
+    )
+
+    @field_validator("pool")
+    @classmethod
+    def _check_pool(cls, value: str | None) -> str | None:
+        if value is not None and not _REMOTE_NAME.match(value):
+            raise ValueError("must be 1-32 letters, digits, '-' or '_'")
+        return value
+    # ---- end of pools
+
+    # -- working directories (see working_dirs.py) --
+    kernel_working_dir_root: str | None = Field(
+        default=None,
+        description=(
+            "Where the front's root directory is on the kernel host, as an absolute path (a "
+            "shared filesystem). With it, a kernel started for a notebook in a/b/ gets "
+            "KERNEL_WORKING_DIR=<this>/a/b (Enterprise Gateway starts container and remote "
+            "kernels there; GatewayClient sends the front's own path instead). Without it, no "
+            "KERNEL_WORKING_DIR is sent; the notebook's directory is always sent as `path`."
+        ),
+    )
     kernelspecs: list[str] = Field(
         default_factory=lambda: ["*"],
         description=(
@@ -202,6 +231,15 @@ class _RemoteConnection(Config):
             raise ValueError(f"must be a single word such as token or Bearer, got {value!r}")
         return value
 
+    @field_validator("kernel_working_dir_root")
+    @classmethod
+    def _check_working_dir_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not (value.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", value)):
+            raise ValueError(f"must be an absolute path on the kernel host, got {value!r}")
+        return value
+
     @field_validator("token_file")
     @classmethod
     def _check_token_file(cls, value: str | None) -> str | None:
@@ -250,7 +288,8 @@ class RemoteKernelsConfig(_RemoteConnection):
             "Several remotes, as a JSON list of objects with the keys of a single remote "
             "(name, url, kind, token, token_env, token_file, auth_scheme, auth_header, "
             "http_user, http_pwd, http_pwd_env, ws_url, headers, verify, client_cert, "
-            'client_key, kernelspecs), e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
+            "client_key, kernelspecs, kernel_working_dir_root, pool), "
+            'e.g. [{"name": "gpu", "url": "http://gpu:8002"}]. '
             "A kernel or session goes to the remote that serves its kernelspec. The inline "
             "url, if given, is one more remote, listed first."
         ),
@@ -344,6 +383,43 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
+    # ---- the front's own process (serverpatches.py)
+    event_loop: str = Field(
+        default="asyncio",
+        description=(
+            "Event loop of the whole front process: asyncio, or uvloop (faster; needs the "
+            "uvloop package, and changes one anyio function so that anycorn works with it: "
+            "see the README). Applies to the whole Jupyverse server, not only this plugin."
+        ),
+    )
+
+    tune_server: bool = Field(
+        default=True,
+        description=(
+            "Apply the front's version-checked speed-ups to its server (fewer copies of each "
+            "kernel message in wsproto, no event-loop turn for an uncontended send lock in "
+            "anycorn; see the README). Each applies only to the library code it was written "
+            "for. Set false to run the libraries unchanged."
+        ),
+    )
+
+    @field_validator("event_loop")
+    @classmethod
+    def _check_event_loop(cls, value: str) -> str:
+        if value not in ("asyncio", "uvloop"):
+            raise ValueError("must be asyncio or uvloop")
+        return value
+
+    # ---- metrics (metrics.py)
+    authenticate_prometheus: bool = Field(
+        default=True,
+        description=(
+            "Whether GET /metrics (Prometheus text format) needs the front's login, like every "
+            "other route (jupyter_server's ServerApp.authenticate_prometheus). Set false only "
+            "when the front's port is reachable by trusted scrapers alone."
+        ),
+    )
+
     # ---- auth cache (issue 9)
     auth_cache_ttl: float = Field(
         default=5.0,
@@ -381,6 +457,105 @@ class RemoteKernelsConfig(_RemoteConnection):
             raise ValueError("must be between 1 and 100000")
         return value
     # ---- end of server-side execution
+
+    # ---- local kernels (issue 13)
+    local_kernels: bool = Field(
+        default=False,
+        description=(
+            "Also run kernels on the front's own machine: the front starts and supervises a "
+            "kernels-only Jupyverse on a loopback port, with a generated token and its own "
+            "auth directory, restarts it if it dies and stops it (and its kernels) with the "
+            "front. It is listed as one more remote, named by local_name, e.g. "
+            "'Python 3 (local)' next to 'Python 3 (gpu)'. Its kernels start in the front's "
+            "working directory. With it, url and remotes are optional."
+        ),
+    )
+    local_name: str = Field(
+        default="local",
+        description="Name of the local kernels' remote (display names, name:spec prefixes).",
+    )
+    local_port: int = Field(
+        default=0,
+        description="Loopback port of the local kernel server; 0 picks a free port.",
+    )
+    local_start_timeout: float = Field(
+        default=60.0,
+        description=(
+            "Seconds the local kernel server has to answer after it is started; one that does "
+            "not (Jupyverse hangs instead of exiting when, e.g., its port is taken) is killed "
+            "and started again."
+        ),
+    )
+
+    @field_validator("local_name")
+    @classmethod
+    def _check_local_name(cls, value: str) -> str:
+        return _check_remote_name(value)
+
+    @field_validator("local_start_timeout")
+    @classmethod
+    def _check_local_start_timeout(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("local_port")
+    @classmethod
+    def _check_local_port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError("must be a port number (1-65535), or 0 for a free port")
+        return value
+
+    @model_validator(mode="after")
+    def _check_local_name_unique(self) -> RemoteKernelsConfig:
+        taken = {r.name for r in self.all_remotes()} | {r.pool for r in self.all_remotes()}
+        if self.local_kernels and self.local_name in taken:
+            raise ValueError(f"local_name {self.local_name!r} is already the name of a remote "
+                             "or pool: each remote needs its own name")
+        return self
+    # ---- end of local kernels
+
+    # ---- idle culling (issue 12): jupyter_server's MappingKernelManager options
+    cull_idle_timeout: float = Field(
+        default=0,
+        description=(
+            "Seconds of inactivity after which the front shuts down a kernel it started, on "
+            "any kind of remote (jupyter_server's cull_idle_timeout). 0 disables culling."
+        ),
+    )
+    cull_interval: float = Field(
+        default=300,
+        description="Seconds between checks for idle kernels (jupyter_server's cull_interval).",
+    )
+    cull_connected: bool = Field(
+        default=False,
+        description=(
+            "Cull idle kernels that still have open connections (jupyter_server's "
+            "cull_connected)."
+        ),
+    )
+    cull_busy: bool = Field(
+        default=False,
+        description=(
+            "Cull kernels that are busy but have shown no activity for cull_idle_timeout "
+            "(jupyter_server's cull_busy)."
+        ),
+    )
+
+    @field_validator("cull_idle_timeout")
+    @classmethod
+    def _check_cull_idle_timeout(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be zero (off) or a positive number of seconds")
+        return value
+
+    @field_validator("cull_interval")
+    @classmethod
+    def _check_cull_interval(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+    # ---- end of idle culling
 
     @field_validator(
         "connect_timeout", "request_timeout", "kernel_start_timeout", "ping_interval",
@@ -433,6 +608,9 @@ class RemoteKernelsConfig(_RemoteConnection):
                 raise ValueError(f"remotes: remote {remote.name!r} has no url")
         if len(set(names)) != len(names):
             raise ValueError("remotes: each remote needs its own name")
+        # `gpu:python3` names a remote's or a pool's kernelspec: the two must not clash.
+        for pool in {remote.pool for remote in self.all_remotes()} & set(names):
+            raise ValueError(f"remotes: pool {pool!r} has the name of a remote")
         return self
 
     def all_remotes(self) -> list[RemoteConfig]:

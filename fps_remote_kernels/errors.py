@@ -47,6 +47,14 @@ def unreachable(remote: str, why: str) -> RemoteKernelsError:
                               "Service Unavailable")
 
 
+def pool_unavailable(pool: str, kernel_name: str, failures: list[str]) -> RemoteKernelsError:
+    # 503 as for one unreachable remote: the user may try again later.
+    why = "; ".join(failures) if failures else "no member offers it now"
+    return RemoteKernelsError(
+        503, f"No member of pool {pool} could start a '{kernel_name}' kernel: {why}",
+        "Service Unavailable")
+
+
 def timed_out(remote: str, seconds: float | None) -> RemoteKernelsError:
     limit = f" within {seconds:g} s" if seconds else ""
     return RemoteKernelsError(504, f"Remote kernel server {remote} did not answer{limit}",

@@ -34,13 +34,20 @@ class Kind:
     # Words of its 403 when it refuses the KERNEL_USERNAME the front sent (Enterprise Gateway:
     # "User 'root' is not authorized to start kernel ..."; root is refused by default).
     user_refusal: tuple[str, ...] = ()
+    # GET /api/kernelspecs?user=<name> lists only what that user may start (Enterprise
+    # Gateway's authorized_users / unauthorized_users, per kernelspec or global).
+    kernelspecs_per_user: bool = False
+    # Its kernel WebSocket handshake answers 404 for an unknown kernel (jupyter_server's
+    # `pre_get`). Jupyverse accepts it and then says nothing, so the front checks first.
+    handshake_checks_kernel: bool = True
 
 
-JUPYVERSE = Kind("jupyverse", True, (401, 403), False, True, False, False)
+JUPYVERSE = Kind("jupyverse", True, (401, 403), False, True, False, False,
+                 handshake_checks_kernel=False)
 JUPYTER_SERVER = Kind("jupyter_server", False, (401, 403), True, True, True, False)
 KERNEL_GATEWAY = Kind("kernel_gateway", False, (401,), True, False, True, False, "api")
 ENTERPRISE_GATEWAY = Kind("enterprise_gateway", False, (401,), True, False, True, True, "api",
-                          ("authorized to start kernel", "authorized to use kernel spec"))
+                          ("authorized to start kernel", "authorized to use kernel spec"), True)
 
 KINDS = {kind.name: kind for kind in (JUPYVERSE, JUPYTER_SERVER, KERNEL_GATEWAY,
                                       ENTERPRISE_GATEWAY)}

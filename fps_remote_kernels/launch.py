@@ -59,6 +59,8 @@ EG_VENV = Path(__file__).resolve().parents[1] / ".venv-eg"
 # Variables by which Jupyter applications configure themselves (JUPYTER_GATEWAY_URL would turn a
 # jupyter_server into a gateway client; KG_* / EG_* set gateway options): not inherited.
 _CONFIGURING_ENV = ("JUPYTER_", "KG_", "EG_", "JPY_")
+# Event loop of every front started here, if set (e.g. uvloop): runs the suite on it.
+_LOOP_ENV = "REMOTE_KERNELS_TEST_EVENT_LOOP"
 
 
 @dataclass
@@ -81,6 +83,9 @@ class Server:
     ready_path: str = "api/status"
     # The port came from free_port(): if another process took it first, pick another one.
     any_port: bool = False
+    # Where it runs (a front's notebook root, a remote's kernels' directory) if not in
+    # `workdir`, which keeps its state: log, auth directory, databases.
+    cwd: Path | None = None
     _log_start: int = field(default=0, init=False, repr=False)
 
     @property
@@ -149,7 +154,7 @@ class Server:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command(),
-            cwd=self.workdir,
+            cwd=self.cwd or self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self._environment(),
@@ -197,19 +202,14 @@ class Server:
             return
         # jupyter_client and Enterprise Gateway start each kernel in a session of its own,
         # outside the server's group: note them now, end those the server leaves behind.
-        descendants = _descendants(process.pid)
+        noted = descendants(process.pid)
         end_process_group(process, signal.SIGTERM, timeout)
         # Kernels may outlive the server process itself: end whatever is left of the group.
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        for pid, started in descendants.items():
-            if _start_time(pid) == started:  # the same process, not a reused pid
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_survivors(noted)
 
 
 def end_process_group(process: subprocess.Popen[bytes], first: signal.Signals,
@@ -236,7 +236,17 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _descendants(pid: int) -> dict[int, str]:
+def kill_survivors(noted: dict[int, str]) -> None:
+    """SIGKILL the processes of `noted` (from `descendants`) that still run."""
+    for pid, started in noted.items():
+        if _start_time(pid) == started:  # the same process, not a reused pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def descendants(pid: int) -> dict[int, str]:
     """The processes below `pid`, each with its start time (Linux /proc; empty elsewhere)."""
     children: dict[int, list[int]] = {}
     started: dict[int, str] = {}
@@ -376,9 +386,10 @@ def _tornado_app(name: str, kind: str, token: str, workdir: Path, port: int | No
 
 def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool = False,
                  port: int | None = None, extra: list[str] | None = None,
-                 collaboration: bool = False) -> Server:
+                 collaboration: bool = False, root: Path | None = None) -> Server:
     """A Jupyverse serving the kernels API from `remote_url`, with its own users and token.
-    `collaboration`: with the collaboration plugins enabled too (implies `ui`).
+    `collaboration`: with the collaboration plugins enabled too (implies `ui`). `root`: the
+    directory JupyterLab shows, if not `workdir` (which holds the front's state).
 
     The remote token goes through the environment, as a user would pass it, not argv.
     """
@@ -393,7 +404,11 @@ def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool 
             "--set", f"remote_kernels.url={remote_url}",
             # Its own store: fronts sharing one would see each other's sessions and kernels.
             "--set", f"remote_kernels.sessions_db={workdir / 'front-sessions.sqlite'}",
+            # The whole suite can run on another event loop (uvloop) this way.
+            *(["--set", f"remote_kernels.event_loop={os.environ[_LOOP_ENV]}"]
+              if os.environ.get(_LOOP_ENV) else []),
             *(extra or []),
         ],
         env={"REMOTE_KERNELS_TOKEN": remote_token},
+        cwd=root,
     )

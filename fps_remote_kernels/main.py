@@ -20,13 +20,18 @@ from .activity import Activity
 from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
+from .culling import Culler, CullPolicy
 from .documents import guard_file_ids, guard_rooms
 from .executor import Executions
 from .exitcode import exit_nonzero_on_failure
 from .labextensions import installed, without_collaboration
+from .local import LocalKernels
+from .metrics import Metrics, MetricsRoutes
+from .placement import Pools
 from .remote import RemoteKernels
 from .replay import ReplayBuffers, ReplayLimits
 from .routes import _RemoteKernels
+from .serverpatches import tune_server, use_event_loop
 from .service import KernelService
 from .store import Store, default_store_path
 from .unread_body import CloseAfterUnreadBody
@@ -39,6 +44,10 @@ class RemoteKernelsModule(Module):
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name)
         self.config = load_config(kwargs)
+        # fps builds the modules before it starts the event loop: the loop is chosen here.
+        use_event_loop(self.config.event_loop)
+        if self.config.tune_server:
+            tune_server()
         self.kernels: _RemoteKernels | None = None
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
@@ -46,13 +55,16 @@ class RemoteKernelsModule(Module):
         self._executions: Executions | None = None
         # Before fps-file-id (collaboration plugins) starts watching files: see documents.py.
         guard_file_ids()
+        self._local: LocalKernels | None = None
+        self._culler: Culler | None = None
+        self._culling: anyio.CancelScope | None = None
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
         exit_nonzero_on_failure(self._exceptions)
         local = self._local_kernels_module()
         if local is not None:
-            if not self.config.all_remotes():
+            if not self.config.all_remotes() and not self.config.local_kernels:
                 # Installed on the server that runs the kernels: nothing to proxy, but its
                 # kernel WebSockets get the front's handshake-only authentication.
                 await self._authorize_local_kernel_sockets_at_handshake()
@@ -60,13 +72,19 @@ class RemoteKernelsModule(Module):
             raise RuntimeError(
                 "fps-kernels and fps-remote-kernels both serve /api/kernels: "
                 "add --disable kernels to run kernels on the remote "
-                f"(or remove the '{local.name}' module from the configuration)"
+                f"(or remove the '{local.name}' module from the configuration); for local "
+                "kernels next to remote ones, set remote_kernels.local_kernels=true instead"
             )
-        if not self.config.all_remotes():
+        if not self.config.all_remotes() and not self.config.local_kernels:
             raise ValueError(
                 "remote_kernels.url is required: the URL of the server that runs the kernels, "
-                "e.g. --set remote_kernels.url=http://kernel-host:8002"
+                "e.g. --set remote_kernels.url=http://kernel-host:8002 (or "
+                "remote_kernels.local_kernels=true for kernels on this machine)"
             )
+        # Local kernels: a child kernel server of the front's, one more remote, listed last.
+        self._local = LocalKernels(self.config) if self.config.local_kernels else None
+        remote_configs = [*self.config.all_remotes(), *([self._local.remote] if self._local
+                                                        else [])]
         self.put(self.config, RemoteKernelsConfig)
         app = await self.get(App)
         # An early answer (413, 415, auth refusal) must not leave a connection hanging.
@@ -76,8 +94,7 @@ class RemoteKernelsModule(Module):
         frontend_config = await self.get(FrontendConfig)
 
         # Closed in stop(), after the kernels the front started may have been shut down.
-        self._clients = [RemoteClient(remote, self.config)
-                         for remote in self.config.all_remotes()]
+        self._clients = [RemoteClient(remote, self.config) for remote in remote_configs]
         # One record of kernel activity, fed by the bridges, read by the models and culling.
         self.activity = activity = Activity()
         remotes = [RemoteKernels(client, self.config.kernelspecs_cache_ttl, activity)
@@ -85,7 +102,8 @@ class RemoteKernelsModule(Module):
         self._store = store = Store(self.config.sessions_db or default_store_path())
         service = KernelService(
             remotes, store, self.config.env_allowlist,
-            {remote.name: remote.kernelspecs for remote in self.config.all_remotes()},
+            {remote.name: remote.kernelspecs for remote in remote_configs},
+            Pools({remote.name: remote.pool for remote in remote_configs}),
         )
         # The routes check the front's auth through a short-lived cache of successful checks.
         routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)
@@ -103,6 +121,12 @@ class RemoteKernelsModule(Module):
             auth_cache,
         )
         self.kernels.observers.add(activity)
+        self._serve_metrics(app, routes_auth, remotes, store, self.kernels.replay)
+        if self.config.cull_idle_timeout > 0:
+            self._culler = Culler(service, CullPolicy(
+                self.config.cull_idle_timeout, self.config.cull_interval,
+                self.config.cull_connected, self.config.cull_busy),
+                self._kernel_culled)
         self.put(self.kernels, Kernels)
         await self._guard_collaboration_rooms()
         # The front starts even when the remotes are down: nothing is asked of them here.
@@ -115,7 +139,15 @@ class RemoteKernelsModule(Module):
             tg.start_soon(self._stop_gracefully_on_sigterm)
             if self._executions is not None:
                 tg.start_soon(self._executions.run)
+            if self._local is not None:
+                tg.start_soon(self._local.run)  # not awaited: the front starts at once
+            if self._culler is not None:
+                tg.start_soon(self._cull, self._culler)
             self.done()
+
+    async def _cull(self, culler: Culler) -> None:
+        with anyio.CancelScope() as self._culling:
+            await culler.run()
 
     async def _stop_gracefully_on_sigterm(self) -> None:
         # fps stops gracefully on Ctrl-C only; service managers send SIGTERM. Stopping
@@ -128,14 +160,38 @@ class RemoteKernelsModule(Module):
                 return
 
     async def stop(self) -> None:
+        if self._culling is not None:
+            self._culling.cancel()  # before the clients and the store it uses close
         if self.kernels is not None:
             await self.kernels.stop()
+        if self._local is not None:
+            await self._local.stop()
         for client in self._clients:
             await client.aclose()
         if self._store is not None:
             self._store.close()
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
+
+    def _kernel_culled(self, kernel_id: str, remote: str) -> None:
+        if self.kernels is not None:
+            self.kernels.end_kernel_sockets(kernel_id)
+        self.metrics.kernel_culled(remote)
+
+    def _serve_metrics(self, app: App, auth: Auth, remotes: list[RemoteKernels], store: Store,
+                       replay: ReplayBuffers | None) -> None:
+        names = [remote.name for remote in remotes]
+        self.metrics = metrics = Metrics(
+            names, lambda kernel_id: store.kernel_remote(kernel_id) or names[0], replay)
+        for remote in remotes:
+            remote.client.request_observer = metrics.remote_request
+            remote.on_kernel_start = metrics.kernel_started
+        if self._local is not None:
+            local = self._local
+            metrics.local_restarts = lambda: local.restarts
+        assert self.kernels is not None
+        self.kernels.observers.add(metrics)
+        MetricsRoutes(app, auth, metrics, self.config.authenticate_prometheus)
 
     async def _guard_collaboration_rooms(self) -> None:
         # With the collaboration plugins, deleting an open notebook would end the front.

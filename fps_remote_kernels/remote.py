@@ -8,6 +8,8 @@ for unknown kernels, 200 for interrupt, no `POST /api/kernels`, no `GET /api/ses
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +21,7 @@ from .cache import CoalescingCache
 from .client import RemoteClient
 from .errors import bad_gateway, not_found
 from .kinds import Kind
+from .working_dirs import kernel_working_dir, relative_dir
 
 logger = structlog.get_logger()
 
@@ -26,6 +29,7 @@ logger = structlog.get_logger()
 # (POST /api/kernels); they are hidden from the session list.
 KERNEL_ONLY_SESSION_TYPE = "x-remote-kernels-kernel-only"
 _SESSION_FIELDS = ("id", "path", "name", "type", "kernel")
+_MAX_USER_CACHES = 1000
 
 
 class RemoteKernels:
@@ -38,6 +42,10 @@ class RemoteKernels:
         self._kernelspecs: CoalescingCache[dict[str, Any]] = CoalescingCache(
             kernelspecs_cache_ttl
         )
+        # Told of each kernel start asked of this remote: (remote name, whether it worked).
+        self.on_kernel_start: Callable[[str, bool], None] | None = None
+        # Enterprise Gateway lists kernelspecs per user: one short-lived answer per user.
+        self._kernelspecs_of_user: dict[str, CoalescingCache[dict[str, Any]]] = {}
 
     async def kind(self) -> Kind:
         return await self.client.ensure_kind()
@@ -52,11 +60,20 @@ class RemoteKernels:
 
     # ---------------------------------------------------------------- kernelspecs
 
-    async def kernelspecs(self) -> dict[str, Any]:
-        return await self._kernelspecs.get(self._fetch_kernelspecs)
+    async def kernelspecs(self, user: str | None = None) -> dict[str, Any]:
+        """The remote's kernelspecs; those `user` may start, if the remote filters per user."""
+        if user is None or not (await self.kind()).kernelspecs_per_user:
+            return await self._kernelspecs.get(self._fetch_kernelspecs)
+        cache = self._kernelspecs_of_user.get(user)
+        if cache is None:
+            if len(self._kernelspecs_of_user) >= _MAX_USER_CACHES:
+                self._kernelspecs_of_user.pop(next(iter(self._kernelspecs_of_user)))
+            cache = self._kernelspecs_of_user[user] = CoalescingCache(self._kernelspecs.ttl)
+        return await cache.get(lambda: self._fetch_kernelspecs(user))
 
-    async def _fetch_kernelspecs(self) -> dict[str, Any]:
-        specs = await self.client.get_json("api/kernelspecs")
+    async def _fetch_kernelspecs(self, user: str | None = None) -> dict[str, Any]:
+        path = f"api/kernelspecs?user={quote(user, safe='')}" if user else "api/kernelspecs"
+        specs = await self.client.get_json(path)
         if not isinstance(specs, dict) or not isinstance(specs.get("kernelspecs"), dict):
             raise bad_gateway(self.client.name, "kernelspecs answer is not a kernelspecs model")
         return specs
@@ -81,6 +98,14 @@ class RemoteKernels:
             raise bad_gateway(self.client.name, "kernels answer is not a list")
         return [self.activity.merge(k) if isinstance(k, dict) else k for k in kernels]
 
+    async def check_before_socket(self, kernel_id: str) -> bool:
+        """Whether a kernel socket to `kernel_id` must first ask the remote that the kernel
+        exists: not when the remote's handshake says so itself, nor for a kernel the front
+        heard from a moment ago (the check costs the remote as much as the handshake)."""
+        if (await self.kind()).handshake_checks_kernel:
+            return False
+        return not self.activity.seen_alive(kernel_id)
+
     async def kernel(self, kernel_id: str) -> dict[str, Any]:
         model = await self.client.get_json(_kernel_path(kernel_id))
         return self.activity.merge(_kernel_or_404(model, kernel_id, self.client.name))
@@ -88,6 +113,7 @@ class RemoteKernels:
     async def start_kernel(self, name: str, path: str | None, env: dict[str, str]
                            ) -> dict[str, Any]:
         kind = await self.kind()
+        path = relative_dir(path)
         if kind.post_kernels:
             body: dict[str, Any] = {"name": name}
             if path:
@@ -95,11 +121,16 @@ class RemoteKernels:
             if kind.kernel_env:
                 if kind.launch_timeout_env:
                     env = {"KERNEL_LAUNCH_TIMEOUT": str(int(self.start_timeout)), **env}
+                root = self.client.remote.kernel_working_dir_root
+                if root is not None and "KERNEL_WORKING_DIR" not in env:
+                    # As GatewayClient: a KERNEL_WORKING_DIR the client sent wins.
+                    env = {**env, "KERNEL_WORKING_DIR": kernel_working_dir(root, path)}
                 body["env"] = env
-            response = await self.client.request("POST", "api/kernels", json=body,
-                                                 timeout=self.start_timeout)
-            return _kernel_or_404(self.client.json_of(response, expected=(200, 201)),
-                                  "new kernel", self.client.name)
+            with self._counted_start():
+                response = await self.client.request("POST", "api/kernels", json=body,
+                                                     timeout=self.start_timeout)
+                return _kernel_or_404(self.client.json_of(response, expected=(200, 201)),
+                                      "new kernel", self.client.name)
         # A Jupyverse remote starts kernels only for sessions: start one through a session
         # that the front hides. Its path's parent is the kernel's working directory.
         marker = f".remote-kernel-{uuid.uuid4()}"
@@ -160,13 +191,27 @@ class RemoteKernels:
         raise not_found(f"Session {session_id}")
 
     async def create_session(self, model: dict[str, Any]) -> dict[str, Any]:
-        response = await self.client.request(
-            "POST", "api/sessions", json=model, timeout=self.start_timeout
-        )
-        session = self.client.json_of(response, expected=(200, 201))
-        if not isinstance(session, dict) or not isinstance(session.get("kernel"), dict):
-            raise bad_gateway(self.client.name, "session answer is not a session model")
+        starts_kernel = "id" not in (model.get("kernel") or {})
+        with self._counted_start() if starts_kernel else nullcontext():
+            response = await self.client.request(
+                "POST", "api/sessions", json=model, timeout=self.start_timeout
+            )
+            session = self.client.json_of(response, expected=(200, 201))
+            if not isinstance(session, dict) or not isinstance(session.get("kernel"), dict):
+                raise bad_gateway(self.client.name, "session answer is not a session model")
         return _session_model(session)
+
+    @contextmanager
+    def _counted_start(self) -> Iterator[None]:
+        """Tell `on_kernel_start` (the metrics) whether the kernel start inside worked."""
+        try:
+            yield
+        except Exception:  # a cancelled start (the client left) is not a failed one
+            if self.on_kernel_start is not None:
+                self.on_kernel_start(self.name, False)
+            raise
+        if self.on_kernel_start is not None:
+            self.on_kernel_start(self.name, True)
 
     async def update_session(self, session_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         await self.session(session_id)  # a Jupyverse remote answers 500 for unknown ids

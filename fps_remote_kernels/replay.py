@@ -25,6 +25,10 @@ logger = structlog.get_logger()
 # How long a reconnecting client waits for the away bridge to let go of the upstream socket
 # (it only has to leave a recv(): immediate in practice).
 _HANDOVER_SECONDS = 5.0
+# Why buffers are dropped, by the start of the logged reason: the `cause` label of the metric.
+_DROP_CAUSES = (("grace period", "grace_period"), ("buffer over", "overflow"),
+                ("all buffers", "overflow"), ("remote socket closed", "remote_closed"),
+                ("a newer socket", "superseded"))
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class ReplayBuffers:
         self.limits = limits
         self._away: dict[tuple[str, str], AwaySession] = {}
         self.total_bytes = 0
+        # Counted for the metrics: sessions and messages replayed, buffers dropped by cause.
+        self.replayed_sessions = 0
+        self.replayed_messages = 0
+        self.drops: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -115,6 +123,8 @@ class ReplayBuffers:
         if not away.handed_over.is_set():
             return None
         self.total_bytes -= away.size
+        self.replayed_sessions += 1
+        self.replayed_messages += len(away.frames)
         logger.info("Replaying what the kernel sent while the client was away",
                     kernel_id=kernel_id, messages=len(away.frames), bytes=away.size)
         return away
@@ -137,6 +147,8 @@ class ReplayBuffers:
         if away.dropped:
             return
         away.dropped = True
+        cause = next((c for prefix, c in _DROP_CAUSES if reason.startswith(prefix)), "other")
+        self.drops[cause] = self.drops.get(cause, 0) + 1
         self.total_bytes -= away.size
         away.scope.cancel()
         logger.warning("Dropped the replay buffer of an away client", kernel_id=away.kernel_id,

@@ -228,13 +228,15 @@ class _RemoteKernels(Kernels):
             "kernels": sum(counts) if counts else None,
             "remote": remotes[0],  # the first (or only) remote
             "remotes": remotes,
+            "pools": self.service.pool_status(remotes),
         }
 
     # ---------------------------------------------------------------- kernelspecs
 
     @answers_errors
     async def get_kernelspecs(self, user: User):
-        specs = await self.service.kernelspecs()
+        # Enterprise Gateway lists what KERNEL_USERNAME may start (its `?user=`).
+        specs = await self.service.kernelspecs(self.kernel_username(user))
         return {
             "default": specs["default"],
             "kernelspecs": {
@@ -303,9 +305,17 @@ class _RemoteKernels(Kernels):
     async def shutdown_kernel(self, kernel_id, user: User):
         kernel_id = _kernel_id(kernel_id)
         await self.service.shutdown_kernel(kernel_id)
+        self.end_kernel_sockets(kernel_id)
+        return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    def end_kernel_sockets(self, kernel_id: str) -> None:
+        """Close the sockets open to a kernel the front shut down (deleted, culled), the
+        executor's too (its pending cells go idle)."""
+        for bridge in list(self._bridges):
+            if bridge.kernel_id == kernel_id:
+                bridge.kernel_gone()
         if self.executions is not None:
             self.executions.kernel_gone(kernel_id)
-        return Response(status_code=HTTPStatus.NO_CONTENT)
 
     @answers_errors
     async def interrupt_kernel(self, kernel_id, user: User):
@@ -398,13 +408,15 @@ class _RemoteKernels(Kernels):
             if not session_id or len(session_id) > 256:
                 raise bad_request("session_id query parameter missing or too long")
             remote = await self.service.owner(kernel_id)
+            # A Jupyverse remote accepts a socket for an unknown kernel and then says
+            # nothing: the bridge checks that the kernel exists while it opens the upstream.
+            check = (partial(remote.kernel, kernel_id)
+                     if await remote.check_before_socket(kernel_id) else None)
         except RemoteKernelsError as e:
             await deny(websocket, e)
             return
-        # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing:
-        # the bridge checks that the kernel exists while it opens the upstream socket.
         bridge = KernelChannelsBridge(websocket, remote.client, kernel_id, session_id,
-                                      kernel_exists=partial(remote.kernel, kernel_id),
+                                      kernel_exists=check,
                                       observers=self.observers.all, replay=self.replay)
         key = (kernel_id, session_id)
         older = self._live.get(key)

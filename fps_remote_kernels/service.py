@@ -5,13 +5,18 @@ a kernel or session goes to the remote that serves its kernelspec; kernel ids ar
 the remote that owns them (remembered in the store, so they stay routable after a restart of
 the front). Sessions live on the remote when there is a single remote whose session API is
 complete (Jupyverse, jupyter_server); otherwise the front keeps them itself, in the store.
-One remote down never breaks the others: listings return what the reachable remotes have.
+One remote down never breaks the others: listings return what the reachable remotes have,
+and list the kernels the front knows on an unreachable one as unreachable (not gone).
+
+Remotes may form pools (placement.py): a pool offers its members' kernelspecs once, and a new
+kernel goes to the member the placement chooses, the next one if that member fails.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,7 +24,8 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 
-from .errors import RemoteKernelsError, bad_request, not_found
+from .errors import RemoteKernelsError, bad_request, not_found, pool_unavailable
+from .placement import Pools
 from .remote import RemoteKernels
 from .store import Store, StoredSession
 
@@ -29,6 +35,10 @@ T = TypeVar("T")
 # Enterprise Gateway refuses values with these characters (shell metacharacters).
 _FORBIDDEN_ENV_CHARACTERS = set("$`\n\r\0")
 _MAX_ENV_VALUE = 4096
+# How long the front remembers when it learnt of a kernel, so that a listing sent before
+# then does not make it forget the kernel (see _kernels_of); far above any request timeout.
+_RECENT_SECONDS = 3600.0
+_MAX_RECENT = 10_000
 
 
 def check_env(env: Any) -> dict[str, str]:
@@ -53,12 +63,15 @@ def check_env(env: Any) -> dict[str, str]:
 
 class KernelService:
     def __init__(self, remotes: list[RemoteKernels], store: Store, env_allowlist: list[str],
-                 patterns: dict[str, list[str]]) -> None:
+                 patterns: dict[str, list[str]], pools: Pools | None = None) -> None:
         self.remotes = {remote.name: remote for remote in remotes}
         self.order = [remote.name for remote in remotes]
         self.store = store
         self.env_allowlist = env_allowlist
         self.patterns = patterns
+        self.pools = pools or Pools({})
+        # When the front learnt of each recent kernel (time.monotonic()).
+        self._learnt: dict[str, float] = {}
 
     @property
     def single(self) -> RemoteKernels | None:
@@ -73,27 +86,42 @@ class KernelService:
 
     # ---------------------------------------------------------------- kernelspecs
 
-    async def kernelspecs(self) -> dict[str, Any]:
-        """The merged kernelspecs, each with `remote` and `remote_name` for routing."""
-        results = await self._on_each(lambda remote: remote.kernelspecs())
+    async def kernelspecs(self, user: str | None = None) -> dict[str, Any]:
+        """The merged kernelspecs, each with `remote` and `remote_name` for routing, its
+        `offerer` (a remote, or the pool of its remotes) and the `members` that offer it
+        (one remote, or the members of a pool that have it and answered); `unavailable`:
+        the offerers none of whose remotes answered. With `user`, what remotes that filter
+        per user (Enterprise Gateway) offer to that user."""
+        results = await self._on_each(lambda remote: remote.kernelspecs(user))
         merged: dict[str, dict[str, Any]] = {}
+        offered: dict[tuple[str, str], dict[str, Any]] = {}
         default = None
         several = len(self.order) > 1
         for name in self.order:
             specs = results.get(name)
             if specs is None or isinstance(specs, RemoteKernelsError):
                 continue
+            offerer = self.pools.offerer(name)
             for spec_name, spec in specs["kernelspecs"].items():
                 if not isinstance(spec, dict) or not self._offered(name, spec_name):
                     continue
-                front_name = spec_name if spec_name not in merged else f"{name}:{spec_name}"
-                merged[front_name] = {**spec, "remote": name, "remote_name": spec_name,
-                                      "front_name": front_name,
-                                      "display_suffix": f" ({name})" if several else ""}
+                same = offered.get((offerer, spec_name))
+                if same is not None:  # another member of the pool has it: offered once
+                    same["members"].append(name)
+                    continue
+                front_name = spec_name if spec_name not in merged else f"{offerer}:{spec_name}"
+                merged[front_name] = offered[(offerer, spec_name)] = {
+                    **spec, "remote": name, "remote_name": spec_name, "front_name": front_name,
+                    "offerer": offerer, "pool": self.pools.pool_of(name), "members": [name],
+                    "display_suffix": f" ({offerer})" if several else ""}
                 if default is None and spec_name == specs.get("default"):
                     default = front_name
         self._raise_if_all_failed(results)
-        return {"default": default or next(iter(merged), None), "kernelspecs": merged}
+        answered = {self.pools.offerer(n) for n, r in results.items()
+                    if not isinstance(r, RemoteKernelsError)}
+        unavailable = sorted({self.pools.offerer(n) for n in self.order} - answered)
+        return {"default": default or next(iter(merged), None), "kernelspecs": merged,
+                "unavailable": unavailable}
 
     def _offered(self, remote: str, spec_name: str) -> bool:
         return any(fnmatch.fnmatchcase(spec_name, p) for p in self.patterns.get(remote, ["*"]))
@@ -102,10 +130,16 @@ class KernelService:
         specs = (await self.kernelspecs())["kernelspecs"]
         spec = specs.get(front_name)
         if spec is None and ":" in front_name:
-            # `remote:name` always names a spec, clashing or not.
+            # `remote:name` (or `pool:name`) always names a spec, clashing or not.
             remote, _, name = front_name.partition(":")
             spec = next((s for s in specs.values()
-                         if s["remote"] == remote and s["remote_name"] == name), None)
+                         if s["offerer"] == remote and s["remote_name"] == name), None)
+            if spec is None:
+                # `member:name` pins a pool's spec to that member.
+                pooled = next((s for s in specs.values() if s["pool"] is not None
+                               and remote in s["members"] and s["remote_name"] == name), None)
+                if pooled is not None:
+                    spec = {**pooled, "remote": remote, "members": [remote], "pool": None}
         if spec is None:
             raise not_found(f"Kernel spec {front_name}")
         return spec
@@ -123,6 +157,11 @@ class KernelService:
             return await self.kernelspec(name) if name else {}
         except RemoteKernelsError:
             pass
+        if specs["unavailable"]:
+            # It may be offered by a remote or pool that does not answer now: try again later.
+            raise RemoteKernelsError(
+                503, f"The '{name}' kernel is not available now: no answer from "
+                f"{', '.join(specs['unavailable'])}", "Service Unavailable")
         raise RemoteKernelsError(
             501, f"The '{name}' kernel is not available on the remote kernel servers. "
             "Please pick another suitable kernel instead.", "Not Implemented")
@@ -130,10 +169,13 @@ class KernelService:
     def front_kernel_name(self, remote: str, name: Any, specs: dict[str, Any] | None) -> Any:
         if specs is None or len(self.order) == 1:
             return name
+        offerer = self.pools.offerer(remote)
         for spec in specs["kernelspecs"].values():
-            if spec["remote"] == remote and spec["remote_name"] == name:
+            if spec["offerer"] == offerer and spec["remote_name"] == name:
                 return spec["front_name"]
-        return name
+        # Its remote's specs are not offered now (it does not answer): never the plain name
+        # of another remote's spec.
+        return f"{offerer}:{name}" if name in specs["kernelspecs"] else name
 
     # ---------------------------------------------------------------- kernels
 
@@ -141,27 +183,98 @@ class KernelService:
         results = await self._on_each(self._kernels_of)
         self._raise_if_all_failed(results)
         specs = await self._specs_or_none()
-        models = []
+        models: list[dict[str, Any]] = []
         for name in self.order:
             found = results.get(name)
-            if found is None or isinstance(found, RemoteKernelsError):
+            if isinstance(found, RemoteKernelsError):
+                if found.status >= 500:
+                    # Its kernels are not gone: listed as unreachable until it answers.
+                    remote = self.remotes[name]
+                    models.extend(self._unreachable_model(remote, kernel_id, kernel_name, found,
+                                                          specs)
+                                  for kernel_id, kernel_name in self.store.kernel_names_of(name))
+                continue
+            if found is None:
                 continue
             for model in found:
                 models.append({**model, "name": self.front_kernel_name(name, model.get("name"),
                                                                        specs)})
         return models
 
+    def _unreachable_model(self, remote: RemoteKernels, kernel_id: str, name: str | None,
+                           error: RemoteKernelsError, specs: dict[str, Any] | None
+                           ) -> dict[str, Any]:
+        """A kernel of a remote that does not answer: what the front knows of it, state
+        `unknown` (a state JupyterLab knows), `reachable: false` and why."""
+        model = remote.activity.merge({
+            "id": kernel_id, "name": self.front_kernel_name(remote.name, name or "", specs),
+            "last_activity": None, "execution_state": "unknown", "connections": 0})
+        return {**model, "execution_state": "unknown", "reachable": False,
+                "message": error.message}
+
     async def _kernels_of(self, remote: RemoteKernels) -> list[dict[str, Any]]:
+        asked = time.monotonic()
         listed = await remote.kernels()
+        several = len(self.order) > 1
         if listed is not None:
-            if len(self.order) > 1:
-                for model in listed:
-                    self.store.remember_kernel(model["id"], remote.name)
+            if not several:
+                return listed
+            ids = set()
+            for model in listed:
+                if isinstance(model, dict) and isinstance(model.get("id"), str):
+                    ids.add(model["id"])
+                    name = model.get("name")
+                    self.store.remember_kernel(model["id"], remote.name,
+                                               name=name if isinstance(name, str) else None)
+            # The remote's listing is the truth about kernels the front knew before asking:
+            # those it does not list are gone (culled, crashed, the remote restarted).
+            for kernel_id in self.store.kernels_of(remote.name):
+                if kernel_id not in ids and self._learnt.get(kernel_id, 0.0) < asked:
+                    self._forget(remote, kernel_id)
+            doomed = set(self.store.doomed_of(remote.name))
+            if doomed:
+                await self._reap(remote, doomed & ids)
+                for kernel_id in doomed - ids:
+                    self.store.forget_kernel(kernel_id)
+                listed = [m for m in listed if not isinstance(m, dict) or m.get("id") not in
+                          doomed]
             return listed
         # The remote does not list kernels (a gateway): report the ones the front knows.
+        if several:
+            await self._reap(remote, set(self.store.doomed_of(remote.name)))
         tracked = self.store.kernels_of(remote.name)
         found = await _gather([self._tracked_kernel(remote, k) for k in tracked])
         return [model for model in found if model is not None]
+
+    async def _reap(self, remote: RemoteKernels, doomed: set[str]) -> None:
+        """Shut down the kernels users deleted while `remote` did not answer."""
+        async def one(kernel_id: str) -> None:
+            try:
+                await remote.shutdown_kernel(kernel_id)
+            except RemoteKernelsError as e:
+                if e.status != 404:
+                    return  # tried again at the next listing
+            self.store.forget_kernel(kernel_id)
+            logger.info("Kernel deleted while its remote was unreachable shut down",
+                        kernel_id=kernel_id, remote=remote.name)
+
+        async with anyio.create_task_group() as tg:
+            for kernel_id in doomed:
+                tg.start_soon(one, kernel_id)
+
+    def _forget(self, remote: RemoteKernels, kernel_id: str) -> None:
+        self.store.forget_kernel(kernel_id)
+        remote.activity.forget(kernel_id)
+
+    def _learn(self, kernel_id: str, remote: str, started_by_front: bool = False,
+               name: str | None = None) -> None:
+        self.store.remember_kernel(kernel_id, remote, started_by_front, name)
+        now = time.monotonic()
+        if len(self._learnt) >= _MAX_RECENT:
+            self._learnt = {k: t for k, t in self._learnt.items() if now - t < _RECENT_SECONDS}
+            while len(self._learnt) >= _MAX_RECENT:
+                self._learnt.pop(next(iter(self._learnt)))
+        self._learnt[kernel_id] = now
 
     async def _tracked_kernel(self, remote: RemoteKernels, kernel_id: str
                               ) -> dict[str, Any] | None:
@@ -170,20 +283,25 @@ class KernelService:
         except RemoteKernelsError as e:
             if e.status != 404:
                 raise
-            self.store.forget_kernel(kernel_id)  # culled or crashed on the remote
+            self._forget(remote, kernel_id)  # culled or crashed on the remote
             return None
 
     async def owner(self, kernel_id: str) -> RemoteKernels:
         """The remote that runs `kernel_id`; 404 if none does."""
         if self.single is not None:
             return self.single
+        if self.store.is_doomed(kernel_id):
+            raise not_found(f"Kernel {kernel_id}")  # deleted while its remote was down
         known = self.store.kernel_remote(kernel_id)
         if known in self.remotes:
             return self.remotes[known]
         results = await self._on_each(lambda remote: remote.kernel(kernel_id))
         for name in self.order:
-            if not isinstance(results.get(name), RemoteKernelsError):
-                self.store.remember_kernel(kernel_id, name)
+            found = results.get(name)
+            if not isinstance(found, RemoteKernelsError):
+                kernel_name = found.get("name") if isinstance(found, dict) else None
+                self._learn(kernel_id, name,
+                            name=kernel_name if isinstance(kernel_name, str) else None)
                 return self.remotes[name]
         errors = [e for e in results.values() if isinstance(e, RemoteKernelsError)]
         if errors and all(e.status >= 500 for e in errors):
@@ -196,7 +314,7 @@ class KernelService:
             model = await remote.kernel(kernel_id)
         except RemoteKernelsError as e:
             if e.status == 404:
-                self.store.forget_kernel(kernel_id)
+                self._forget(remote, kernel_id)
             raise
         return await self._front_model(remote, model)
 
@@ -209,21 +327,57 @@ class KernelService:
     async def start_kernel(self, front_name: str | None, path: str | None,
                            env: dict[str, str], username: str) -> dict[str, Any]:
         spec = await self.resolve_spec(front_name)
-        remote = self.remotes[spec["remote"]]
         full_env = {**self._allowlisted_env(), **env, "KERNEL_USERNAME": username}
-        model = await remote.start_kernel(spec["remote_name"], path, full_env)
-        self.store.remember_kernel(model["id"], remote.name, started_by_front=True)
+        pool = spec.get("pool")
+        if pool is None:
+            remote = self.remotes[spec["remote"]]
+            model = await remote.start_kernel(spec["remote_name"], path, full_env)
+        else:
+            remote, model = await self._start_in_pool(pool, spec, path, full_env)
+        self._learn(model["id"], remote.name, started_by_front=True, name=spec["remote_name"])
         logger.info("Kernel started on the remote", kernel_id=model["id"], remote=remote.name,
-                    kernel_name=spec["remote_name"])
+                    pool=pool, kernel_name=spec["remote_name"])
         return {**model, "name": spec["front_name"]}
+
+    async def _start_in_pool(self, pool: str, spec: dict[str, Any], path: str | None,
+                             env: dict[str, str]) -> tuple[RemoteKernels, dict[str, Any]]:
+        """Start the kernel on the member the placement chooses; a member that is down or
+        fails (5xx) is skipped for the next, each member once; a refusal (4xx) would be the
+        same on every member and is answered as is."""
+        order = self.pools.order(pool, spec["members"], self.store.kernel_counts())
+        failures = []
+        for member in order:
+            remote = self.remotes[member]
+            try:
+                with self.pools.starting(pool, member):
+                    return remote, await remote.start_kernel(spec["remote_name"], path, env)
+            except RemoteKernelsError as e:
+                if e.status < 500:
+                    raise
+                failures.append(f"{member}: {e.message}")
+                logger.warning("A pool member could not start a kernel; trying the next",
+                               pool=pool, member=member, status=e.status, message=e.message)
+        raise pool_unavailable(pool, spec["front_name"], failures)
 
     def _allowlisted_env(self) -> dict[str, str]:
         return {name: os.environ[name] for name in self.env_allowlist if name in os.environ}
 
     async def shutdown_kernel(self, kernel_id: str) -> None:
         remote = await self.owner(kernel_id)
-        await remote.shutdown_kernel(kernel_id)
-        self.store.forget_kernel(kernel_id)
+        try:
+            await remote.shutdown_kernel(kernel_id)
+        except RemoteKernelsError as e:
+            if e.status != 503 or self.single is not None:
+                raise
+            # Listed as unreachable, deleted by the user: it goes from the listings (and its
+            # sessions with it) now, and from its remote when that answers again.
+            self.store.doom_kernel(kernel_id)
+            remote.activity.forget(kernel_id)
+            logger.warning("Kernel deleted while its remote is unreachable; it is shut down "
+                           "when the remote answers again", kernel_id=kernel_id,
+                           remote=remote.name)
+            return
+        self._forget(remote, kernel_id)
 
     async def interrupt_kernel(self, kernel_id: str) -> None:
         await (await self.owner(kernel_id)).interrupt_kernel(kernel_id)
@@ -264,14 +418,25 @@ class KernelService:
                 if k is not None]
 
     async def _session_kernel(self, kernel_id: str) -> dict[str, Any] | None:
-        """The kernel of a front-kept session; None if its remote is unreachable. A kernel
-        gone from its remote (culled, crashed) is forgotten, with its sessions."""
+        """The kernel of a front-kept session; listed as unreachable if its remote does not
+        answer (JupyterLab would drop a session missing from the list). A kernel gone from
+        its remote (culled, crashed) is forgotten, with its sessions."""
         try:
             return await self.kernel(kernel_id)
         except RemoteKernelsError as e:
             if e.status == 404:
                 self.store.forget_kernel(kernel_id)
+                return None
+            return await self._unreachable_kernel(kernel_id, e)
+
+    async def _unreachable_kernel(self, kernel_id: str, error: RemoteKernelsError
+                                  ) -> dict[str, Any] | None:
+        remote = self.remotes.get(self.store.kernel_remote(kernel_id) or "")
+        if remote is None or error.status < 500:
             return None
+        name = self.store.kernel_name(kernel_id)
+        return self._unreachable_model(remote, kernel_id, name, error,
+                                       await self._specs_or_none())
 
     async def session(self, session_id: str) -> dict[str, Any]:
         on_remote = await self.remote_sessions()
@@ -285,7 +450,10 @@ class KernelService:
         except RemoteKernelsError as e:
             if e.status == 404:
                 raise not_found(f"Session {session_id}") from None
-            raise
+            unreachable = await self._unreachable_kernel(stored.kernel_id, e)
+            if unreachable is None:
+                raise
+            kernel = unreachable
         return _session_model(stored, kernel)
 
     async def create_session(self, path: str, name: str, session_type: str,
@@ -302,8 +470,12 @@ class KernelService:
                 kernel_field: dict[str, Any] = {"id": kernel_id, "name": kernel.get("name")}
             else:
                 kernel_field = {"name": (await self.resolve_spec(kernel_name))["remote_name"]}
-            return await on_remote.create_session(
+            session = await on_remote.create_session(
                 {"path": path, "name": name, "type": session_type, "kernel": kernel_field})
+            if kernel_id is None:  # the remote started it for the front (culling applies)
+                self._learn(session["kernel"]["id"], on_remote.name, started_by_front=True,
+                            name=kernel_field["name"])
+            return session
         if kernel_id is not None:
             kernel = await self.kernel(kernel_id)
         else:
@@ -323,7 +495,12 @@ class KernelService:
             elif kernel_name is not None or "kernel" in changes:
                 spec = await self.resolve_spec(kernel_name)
                 changes = {**changes, "kernel": {"name": spec["remote_name"]}}
-            return await on_remote.update_session(session_id, changes)
+            updated = await on_remote.update_session(session_id, changes)
+            new_kernel = updated.get("kernel")
+            if kernel_id is None and "kernel" in changes and isinstance(new_kernel, dict):
+                self._learn(str(new_kernel.get("id")), on_remote.name, started_by_front=True,
+                            name=changes["kernel"]["name"])
+            return updated
         stored = self.store.session(session_id)
         if stored is None:
             raise not_found(f"Session {session_id}")
@@ -374,7 +551,8 @@ class KernelService:
             result = results.get(name)
             entry: dict[str, Any] = {"name": name, "url": remote.client.name,
                                      "kind": remote.kind_name, "reachable": True,
-                                     "message": None, "kernels": None}
+                                     "message": None, "kernels": None,
+                                     "pool": self.pools.pool_of(name)}
             if isinstance(result, RemoteKernelsError):
                 entry["reachable"] = False
                 entry["message"] = result.message
@@ -382,6 +560,10 @@ class KernelService:
                 entry["kernels"] = result["kernels"]
             health.append(entry)
         return health
+
+    def pool_status(self, health: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each pool's members, their health (from `status()`) and kernel counts."""
+        return self.pools.summaries(health, self.store.kernel_counts())
 
     # ---------------------------------------------------------------- helpers
 

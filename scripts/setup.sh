@@ -19,6 +19,14 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
 fi
 
+# The Enterprise Gateway SSH test (tests/test_eg_ssh.py) starts its own sshd on loopback
+# addresses, with its own config and keys; the package's own service is never started.
+if [ ! -x /usr/sbin/sshd ]; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server
+fi
+
 # The Node client tests (@jupyterlab/services). `npm ci` installs exactly the committed lock
 # file; it reruns only when that file changed since the last install.
 if [ ! -f tests/node/node_modules/.installed-lock.json ] \

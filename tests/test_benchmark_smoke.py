@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED_ROWS = {
-    "rest.kernelspecs", "rest.kernels", "rest.sessions", "rest.auth", "rest.proxy_share",
+    "rest.kernelspecs", "rest.kernels", "rest.sessions", "rest.auth", "ws_open",
     "kernel_start", "execute.v1", "execute.legacy", "stream.v1", "stream.legacy",
     "cost.cpu_per_gb", "cost.rss_stream", "flood.rss_growth", "fanout.exec_s", "fanout.p99",
     "scale.single_rtt", "scale.p99_paced", "scale.msgs_s", "scale.rss_per_socket",

@@ -72,7 +72,8 @@ async def test_two_remotes_route_by_kernelspec_and_survive_one_going_down(
     servers: tuple[Server, Server, Server], tmp_path: Path
 ) -> None:
     """Specs are merged (clash → `gpu:python3`, display names say where); sessions land on the
-    remote of their spec; with the gateway stopped, the Jupyverse remote keeps working."""
+    remote of their spec; with the gateway stopped, the Jupyverse remote keeps working and the
+    gateway's session stays listed with its kernel unreachable."""
     local, gpu, front = servers
     async with logged_in(front) as client:
         specs = (await client.get("/api/kernelspecs")).json()
@@ -109,8 +110,16 @@ async def test_two_remotes_route_by_kernelspec_and_survive_one_going_down(
             while set((await client.get("/api/kernelspecs")).json()["kernelspecs"]) != {
                     "python3"}:
                 await anyio.sleep(0.2)
-        sessions = [s["id"] for s in (await client.get("/api/sessions")).json()]
-        assert sessions == [on_local["id"]]
+        # The gateway's session stays listed, its kernel's state unknown (JupyterLab drops
+        # the connection of a session missing from the list).
+        sessions = {s["id"]: s for s in (await client.get("/api/sessions")).json()}
+        assert list(sessions) == [on_local["id"], on_gpu["id"]]
+        assert sessions[on_gpu["id"]]["kernel"]["execution_state"] == "unknown"
+        assert sessions[on_gpu["id"]]["kernel"]["name"] == "gpu:python3"
+        assert sessions[on_local["id"]]["kernel"]["execution_state"] != "unknown"
+        listed = {k["id"]: k for k in (await client.get("/api/kernels")).json()}
+        assert listed[on_gpu["kernel"]["id"]]["reachable"] is False
+        assert listed[on_gpu["kernel"]["id"]]["name"] == "gpu:python3"
         status = (await client.get("/api/status")).json()
         health = {r["name"]: r["reachable"] for r in status["remotes"]}
         assert health == {"local": True, "gpu": False}

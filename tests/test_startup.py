@@ -92,6 +92,7 @@ def test_front_with_fps_kernels_still_enabled_says_to_disable_it(tmp_path: Path)
         "--set", "remote_kernels.url=http://127.0.0.1:9/",
     ], tmp_path, expected_status=1)
     assert "add --disable kernels" in output
+    assert "remote_kernels.local_kernels=true" in output
 
 
 def test_front_without_url_says_url_is_required(tmp_path: Path) -> None:
