@@ -440,6 +440,24 @@ class RemoteKernelsConfig(_RemoteConnection):
         return value
     # ---- end of auth cache
 
+    # ---- server-side execution (issue 11)
+    execution_queue_limit: int = Field(
+        default=100,
+        description=(
+            "Cells queued or running at once per kernel for server-side execution "
+            "(POST /api/kernels/{id}/execute, with the collaboration plugins); one more is "
+            "answered 429."
+        ),
+    )
+
+    @field_validator("execution_queue_limit")
+    @classmethod
+    def _check_execution_queue_limit(cls, value: int) -> int:
+        if not 1 <= value <= 100_000:
+            raise ValueError("must be between 1 and 100000")
+        return value
+    # ---- end of server-side execution
+
     # ---- local kernels (issue 13)
     local_kernels: bool = Field(
         default=False,

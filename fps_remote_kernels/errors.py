@@ -122,3 +122,19 @@ def close_code_for_client(code: int | None) -> int:
     if code is None or code in _RESERVED_CLOSE_CODES or not (1000 <= code <= 4999):
         return 1011
     return code
+
+
+# ---- server-side execution (issue 11)
+def execution_unavailable() -> RemoteKernelsError:
+    # JupyterLab's server-side cell executor only reads response.ok: the message is for people.
+    return RemoteKernelsError(
+        501, "Server-side execution needs the collaboration plugins on the front: "
+        "pip install \"jupyverse[jupyterlab,auth,collaboration]\" (and do not --disable yjs, "
+        "yrooms, ystore_sqlite or file_id)", "Not Implemented")
+
+
+def queue_full(kernel_id: str, limit: int) -> RemoteKernelsError:
+    return RemoteKernelsError(
+        429, f"Kernel {kernel_id} already has {limit} cells queued or running for server-side "
+        "execution (remote_kernels.execution_queue_limit): wait for some to finish",
+        "Too Many Requests")

@@ -1,8 +1,7 @@
 """Server-side execution: kernel messages written into a cell of the front's Y notebook.
 
-Partial (issue 11): this module holds the part that writes a cell's outputs as JupyterLab's
-own executor does (`@jupyterlab/outputarea`, `@jupyter/ydoc`); the executor socket per kernel,
-the queue and the execute route are not written yet.
+This module writes a cell's outputs as JupyterLab's own executor does (`@jupyterlab/outputarea`,
+`@jupyter/ydoc`); executor.py runs the cells and feeds it.
 
 - `stream` is appended to the last output when that one is a stream of the same name; `\\r` and
   `\\b` rewrite the text as JupyterLab's output area does (progress bars stay one line);

@@ -86,6 +86,25 @@ def v1_to_legacy(data: bytes) -> str | bytes:
     return struct.pack(f"!{len(pieces) + 1}I", len(pieces), *table) + b"".join(pieces)
 
 
+def v1_parts(data: bytes) -> list[bytes]:
+    """The parts of a v1 frame: channel, header, parent_header, metadata, content, buffers."""
+    offsets = _v1_offsets(data)
+    return [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def legacy_message(data: str | bytes) -> dict[str, Any]:
+    """The JSON message of a legacy frame (text, or binary with buffers, which are dropped)."""
+    if isinstance(data, bytes):
+        data = _legacy_binary_parts(data)[0]
+    return _legacy_json(data)
+
+
+def message_frame(message: dict[str, Any], v1: bool) -> str | bytes:
+    """A kernel message (with `channel`) as a frame of either protocol, without buffers."""
+    text = json.dumps(message)
+    return legacy_to_v1(text) if v1 else text
+
+
 def _v1_offsets(data: bytes) -> tuple[int, ...]:
     size = len(data)
     if size < 8:

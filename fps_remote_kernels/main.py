@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import getpass
 import signal
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,8 +21,10 @@ from .authcache import cached_auth
 from .client import RemoteClient
 from .config import RemoteKernelsConfig, load_config
 from .culling import Culler, CullPolicy
-from .documents import guard_rooms
+from .documents import guard_file_ids, guard_rooms
+from .executor import Executions
 from .exitcode import exit_nonzero_on_failure
+from .labextensions import installed, without_collaboration
 from .local import LocalKernels
 from .metrics import Metrics, MetricsRoutes
 from .placement import Pools
@@ -48,6 +52,9 @@ class RemoteKernelsModule(Module):
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
+        self._executions: Executions | None = None
+        # Before fps-file-id (collaboration plugins) starts watching files: see documents.py.
+        guard_file_ids()
         self._local: LocalKernels | None = None
         self._culler: Culler | None = None
         self._culling: anyio.CancelScope | None = None
@@ -130,6 +137,8 @@ class RemoteKernelsModule(Module):
         async with anyio.create_task_group() as tg:
             self._signal_watch = tg
             tg.start_soon(self._stop_gracefully_on_sigterm)
+            if self._executions is not None:
+                tg.start_soon(self._executions.run)
             if self._local is not None:
                 tg.start_soon(self._local.run)  # not awaited: the front starts at once
             if self._culler is not None:
@@ -187,6 +196,9 @@ class RemoteKernelsModule(Module):
     async def _guard_collaboration_rooms(self) -> None:
         # With the collaboration plugins, deleting an open notebook would end the front.
         if not self._sibling_from("fps_yjs."):
+            logger.info("Server-side execution unavailable: it needs the collaboration plugins "
+                        "(pip install \"jupyverse[collaboration]\")")
+            await self._collaboration_labextensions_off()
             return
         from jupyverse_yjs import Yjs
 
@@ -197,6 +209,36 @@ class RemoteKernelsModule(Module):
         else:
             logger.warning("Collaboration rooms not guarded: deleting an open notebook may "
                            "end the server")
+        await self._serve_execution(yjs)
+
+    async def _collaboration_labextensions_off(self) -> None:
+        # Installed but not enabled, the collaboration plugins' JupyterLab extensions would
+        # still load and break notebooks (labextensions.py).
+        if not self._sibling_from("jupyverse_lab."):
+            return
+        from jupyverse_lab import PageConfig
+
+        extensions = installed(Path(sys.prefix) / "share" / "jupyter" / "labextensions")
+        if extensions:
+            page_config = await self.get(PageConfig)
+            page_config.register(without_collaboration(extensions))
+            logger.info("Collaboration JupyterLab extensions left out: the collaboration "
+                        "plugins are not enabled", extensions=sorted(extensions))
+
+    async def _serve_execution(self, yjs: Any) -> None:
+        # POST /api/kernels/{id}/execute (JupyterLab's serverSideExecution) writes into the
+        # collaboration rooms: without them the route answers 501.
+        from jupyverse_file_id import FileId
+
+        assert self.kernels is not None
+        file_id = await self.get(FileId)  # type: ignore[type-abstract]
+        kernels = self.kernels
+        self._executions = kernels.executions = Executions(
+            kernels.service, yjs, file_id, self.config.execution_queue_limit,
+            lambda: kernels.observers.all,
+            self.config.connect_timeout + 2 * self.config.request_timeout)
+        logger.info("Server-side execution available (POST /api/kernels/{id}/execute)",
+                    execution_queue_limit=self.config.execution_queue_limit)
 
     def _sibling_from(self, package: str) -> Module | None:
         siblings = self.parent.modules.values() if self.parent is not None else ()

@@ -25,7 +25,14 @@ from jupyverse_kernels import Kernels
 
 from .authcache import AuthCache
 from .bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
-from .errors import RemoteKernelsError, as_unavailable, bad_request, not_found
+from .errors import (
+    RemoteKernelsError,
+    as_unavailable,
+    bad_request,
+    execution_unavailable,
+    not_found,
+)
+from .executor import Executions
 from .observers import Observers
 from .replay import ReplayBuffers
 from .service import KernelService, check_env
@@ -116,6 +123,13 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _required_str(body: dict[str, Any], key: str) -> str:
+    value = _optional_str(body, key)
+    if not value:
+        raise bad_request(f"Missing field in JSON data: {key}")
+    return value
+
+
 def _kernel_request(body: dict[str, Any]) -> tuple[str | None, str | None, dict[str, str]]:
     """The (name, id, env) of the `kernel` field of a session request."""
     kernel = body.get("kernel")
@@ -159,6 +173,8 @@ class _RemoteKernels(Kernels):
         self._live: dict[tuple[str, str], KernelChannelsBridge] = {}
         # Capabilities that watch kernel traffic register here (activity, metrics, ...).
         self.observers = Observers()
+        # Server-side execution, set by the module when the collaboration plugins are there.
+        self.executions: Executions | None = None
         super().__init__(app=app, auth=auth)
 
     def include_router(self, router: APIRouter, **kwargs: Any) -> None:
@@ -293,26 +309,40 @@ class _RemoteKernels(Kernels):
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     def end_kernel_sockets(self, kernel_id: str) -> None:
-        """Close the sockets open to a kernel the front shut down (deleted, culled)."""
+        """Close the sockets open to a kernel the front shut down (deleted, culled), the
+        executor's too (its pending cells go idle)."""
         for bridge in list(self._bridges):
             if bridge.kernel_id == kernel_id:
                 bridge.kernel_gone()
+        if self.executions is not None:
+            self.executions.kernel_gone(kernel_id)
 
     @answers_errors
     async def interrupt_kernel(self, kernel_id, user: User):
-        await self.service.interrupt_kernel(_kernel_id(kernel_id))
+        kernel_id = _kernel_id(kernel_id)
+        await self.service.interrupt_kernel(kernel_id)
+        if self.executions is not None:
+            self.executions.kernel_interrupted(kernel_id)
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     @answers_errors
     async def restart_kernel(self, kernel_id, user: User):
-        return await self.service.restart_kernel(_kernel_id(kernel_id))
+        kernel_id = _kernel_id(kernel_id)
+        model = await self.service.restart_kernel(kernel_id)
+        if self.executions is not None:
+            self.executions.kernel_restarted(kernel_id)
+        return model
 
     @answers_errors
     async def execute_cell(self, request: Request, kernel_id, user: User):
-        # Jupyverse's server-side execution writes into the front's collaborative documents,
-        # which the remote cannot see.
-        raise RemoteKernelsError(501, "Server-side cell execution is not available with "
-                                 "remote kernels", "Not Implemented")
+        # Server-side execution writes into the front's collaborative documents (executor.py).
+        if self.executions is None:
+            raise execution_unavailable()
+        kernel_id = _kernel_id(kernel_id)
+        body = await _json_object(request, self.allowed_origins)
+        document_id, cell_id = _required_str(body, "document_id"), _required_str(body, "cell_id")
+        queued = await self.executions.execute(kernel_id, document_id, cell_id)
+        return {"document_id": document_id, "cell_id": cell_id, "queued": queued}
 
     # ---------------------------------------------------------------- sessions
 

@@ -21,10 +21,11 @@ from fps_remote_kernels.launch import (
 
 from .fault_proxy import BackgroundLoop
 
-# The server-side execution tests need the `collaboration` extra, which `test` leaves out (see
-# pyproject.toml): without it they are not collected.
+# The server-side execution tests need the collaboration plugins (in the `test` extra): an
+# environment without them does not collect these files.
 collect_ignore = ([] if importlib.util.find_spec("jupyter_ydoc") else
-                  ["test_execution.py", "test_documents.py"])
+                  ["test_execution.py", "test_documents.py", "test_server_execution.py",
+                   "test_execution_route.py", "test_browser_execution.py"])
 
 # Every kind of remote the front supports. A test module runs against all of them with
 # `pytestmark = [..., ALL_KINDS]`; others get a Jupyverse remote.
