@@ -45,8 +45,14 @@ async def test_execute_print_returns_42(front: Server, api: httpx.AsyncClient, s
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_input_is_answered_over_stdin(front: Server, api: httpx.AsyncClient,
-                                            session: dict, protocol: str | None) -> None:
+                                            session: dict, protocol: str | None,
+                                            remote_kind: str) -> None:
     """`input()` sends input_request to this client; its input_reply reaches the kernel."""
+    if remote_kind == "jupyverse":
+        # Measured 2026-12-02, straight to the remote (no front): with fps-kernels 0.11.6,
+        # fps-kernel-subprocess 0.2.6 and zmq-anyio 0.4.1 a Jupyverse remote often never
+        # forwards the kernel's input_request (the same kernel answers jupyter_client at once).
+        pytest.xfail("Jupyverse remote drops input_request (remote-side bug, see comment)")
     conn = await open_kernel(front, api, session["kernel"]["id"], protocol)
     try:
         msg_id = await conn.request("execute_request", {
