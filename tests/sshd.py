@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fps_remote_kernels.launch import descendants, start_time
+from fps_remote_kernels.launch import descendants, kill_survivors
 
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
@@ -201,9 +201,4 @@ class SshHosts:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        for pid, started in children.items():
-            if start_time(pid) == started:  # the same process, not a reused pid
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_survivors(children)

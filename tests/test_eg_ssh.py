@@ -161,6 +161,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, ssh: SshHosts
 def ws_url(front: Server, kernel_id: str) -> str:
     return f"ws://127.0.0.1:{front.port}/api/kernels/{kernel_id}/channels"
 
+async def ssh_host_of(front: Server, cookie: str, kernel_id: str) -> str:
+    """The address of the SSH host a kernel runs on, as the kernel itself sees it (sshd sets
+    SSH_CONNECTION: "client_ip client_port server_ip server_port")."""
+    conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie)
+    try:
+        execution = await conn.execute(
+            "import os; print(os.environ['SSH_CONNECTION'].split()[2])")
+    finally:
+        await conn.close()
+    assert execution.reply is not None
+    assert execution.reply["content"]["status"] == "ok", execution.reply["content"]
+    return execution.stdout.strip()
+
+
 
 async def test_kernels_go_round_robin_over_the_ssh_hosts_and_end_with_their_sessions(
         deployment: Deployment) -> None:
@@ -179,16 +193,7 @@ async def test_kernels_go_round_robin_over_the_ssh_hosts_and_end_with_their_sess
         host_of = {}
         for session in sessions:
             kernel_id = session["kernel"]["id"]
-            conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie)
-            try:
-                # sshd sets SSH_CONNECTION: "client_ip client_port server_ip server_port".
-                execution = await conn.execute(
-                    "import os; print(os.environ['SSH_CONNECTION'].split()[2])")
-            finally:
-                await conn.close()
-            assert execution.reply is not None
-            assert execution.reply["content"]["status"] == "ok", execution.reply["content"]
-            host_of[kernel_id] = execution.stdout.strip()
+            host_of[kernel_id] = await ssh_host_of(front, cookie, kernel_id)
         assert sorted(host_of.values()) == HOSTS
         eg_log = deployment.gateway.log_path.read_text(errors="replace")
         for kernel_id, host in host_of.items():
@@ -222,13 +227,7 @@ async def test_a_kernel_started_with_kernel_remote_host_runs_on_that_host(
                 "name": KERNELSPEC, "env": {"KERNEL_REMOTE_HOST": host}})
             assert created.status_code == 201, created.text
             kernel_id = created.json()["id"]
-            conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie)
-            try:
-                execution = await conn.execute(
-                    "import os; print(os.environ['SSH_CONNECTION'].split()[2])")
-            finally:
-                await conn.close()
-            assert execution.stdout == f"{host}\n"
+            assert await ssh_host_of(front, cookie, kernel_id) == host
             deleted = await client.delete(f"/api/kernels/{kernel_id}")
             assert deleted.status_code == 204, deleted.text
         await wait_until(lambda: not processes_with(deployment.marker), 30,
@@ -283,14 +282,7 @@ async def test_a_kernel_host_without_sshd_is_answered_at_once_and_the_next_start
             assert started.status_code == 201, started.text
             kernel_id = started.json()["id"]
             cookie = f"fastapiusersauth={client.cookies['fastapiusersauth']}"
-            conn = await KernelConnection.open(ws_url(deployment.front, kernel_id),
-                                               cookie=cookie)
-            try:
-                execution = await conn.execute(
-                    "import os; print(os.environ['SSH_CONNECTION'].split()[2])")
-            finally:
-                await conn.close()
-            assert execution.stdout == f"{HOSTS[0]}\n"
+            assert await ssh_host_of(deployment.front, cookie, kernel_id) == HOSTS[0]
             deleted = await client.delete(f"/api/kernels/{kernel_id}")
             assert deleted.status_code == 204, deleted.text
             await wait_until(lambda: not processes_with(deployment.marker), 30,
