@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 from anyio import CancelScope, Event, create_task_group, move_on_after
 from starlette.requests import HTTPConnection
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -191,7 +191,10 @@ class KernelChannelsBridge:
 
     async def _relay(self, upstream: ClientConnection, wire: Wire, replayed: list[Frame]
                      ) -> None:
-        await self.websocket.accept(subprotocol=wire.client_protocol)
+        try:
+            await self.websocket.accept(subprotocol=wire.client_protocol)
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            return  # the client left during the upstream handshake
         logger.info("Kernel channels opened", kernel_id=self.kernel_id,
                     subprotocol=wire.client_protocol or "legacy",
                     upstream_subprotocol=upstream.subprotocol or "legacy",
@@ -222,14 +225,15 @@ class KernelChannelsBridge:
             while True:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
-                    logger.info("Kernel client left", kernel_id=self.kernel_id,
-                                code=message.get("code"))
-                    if message.get("code") == WS_ABNORMAL_CLOSURE:
+                    # int(): uvicorn gives wsproto's CloseReason enum, anycorn an int.
+                    left = int(message.get("code") or WS_NORMAL_CLOSURE)
+                    logger.info("Kernel client left", kernel_id=self.kernel_id, code=left)
+                    if left == WS_ABNORMAL_CLOSURE:
                         # Gone without a close frame (network blip): it may come back.
                         self._client_vanished = True
                         return
                     # The client left: end the upstream leg normally, keeping a meaningful code.
-                    code = close_code_for_client(message.get("code"))
+                    code = close_code_for_client(left)
                     await upstream.close(code=1000 if code == WS_SERVER_ERROR else code)
                     return
                 data = message.get("bytes")
@@ -294,8 +298,8 @@ class KernelChannelsBridge:
         if self.websocket.application_state == WebSocketState.CONNECTED:
             try:
                 await self.websocket.close(code=code, reason=reason[:120])
-            except (OSError, RuntimeError):
-                pass
+            except (OSError, RuntimeError, WebSocketDisconnect):
+                pass  # the client is gone already
 
 
 async def deny(websocket: WebSocket, error: RemoteKernelsError) -> None:
@@ -308,7 +312,10 @@ async def deny(websocket: WebSocket, error: RemoteKernelsError) -> None:
             return
         except (OSError, RuntimeError):
             pass
-    await websocket.close(code=WS_POLICY_VIOLATION, reason=error.message[:120])
+    try:
+        await websocket.close(code=WS_POLICY_VIOLATION, reason=error.message[:120])
+    except (OSError, RuntimeError, WebSocketDisconnect):
+        pass  # the client is gone already
 
 
 def origin_allowed(connection: HTTPConnection, allowed_origins: list[str]) -> bool:

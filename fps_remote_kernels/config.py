@@ -393,6 +393,16 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
+    server: str = Field(
+        default="anycorn",
+        description=(
+            "The HTTP server of the whole front: anycorn (Jupyverse's own), or uvicorn "
+            "(faster per request and per kernel message; needs `pip install "
+            "'fps-remote-kernels[uvicorn]'` and `--set start_server=false`, so that Jupyverse "
+            "does not start its own; serves on Jupyverse's host and port). See the README."
+        ),
+    )
+
     tune_server: bool = Field(
         default=True,
         description=(
@@ -408,6 +418,13 @@ class RemoteKernelsConfig(_RemoteConnection):
     def _check_event_loop(cls, value: str) -> str:
         if value not in ("asyncio", "uvloop"):
             raise ValueError("must be asyncio or uvloop")
+        return value
+
+    @field_validator("server")
+    @classmethod
+    def _check_server(cls, value: str) -> str:
+        if value not in ("anycorn", "uvicorn"):
+            raise ValueError("must be anycorn or uvicorn")
         return value
 
     # ---- metrics (metrics.py)

@@ -61,6 +61,8 @@ EG_VENV = Path(__file__).resolve().parents[1] / ".venv-eg"
 _CONFIGURING_ENV = ("JUPYTER_", "KG_", "EG_", "JPY_")
 # Event loop of every front started here, if set (e.g. uvloop): runs the suite on it.
 _LOOP_ENV = "REMOTE_KERNELS_TEST_EVENT_LOOP"
+# HTTP server of every front started here, if set (uvicorn): runs the suite on it.
+_SERVER_ENV = "REMOTE_KERNELS_TEST_SERVER"
 
 
 @dataclass
@@ -384,6 +386,13 @@ def _tornado_app(name: str, kind: str, token: str, workdir: Path, port: int | No
     )
 
 
+def front_server_choice(server: str) -> list[str]:
+    """The settings that make a front serve itself with `server` (anycorn: Jupyverse's own)."""
+    if server in ("", "anycorn"):
+        return []
+    return ["--set", "start_server=false", "--set", f"remote_kernels.server={server}"]
+
+
 def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool = False,
                  port: int | None = None, extra: list[str] | None = None,
                  collaboration: bool = False, root: Path | None = None) -> Server:
@@ -407,6 +416,7 @@ def front_server(workdir: Path, remote_url: str, remote_token: str, *, ui: bool 
             # The whole suite can run on another event loop (uvloop) this way.
             *(["--set", f"remote_kernels.event_loop={os.environ[_LOOP_ENV]}"]
               if os.environ.get(_LOOP_ENV) else []),
+            *front_server_choice(os.environ.get(_SERVER_ENV, "")),
             *(extra or []),
         ],
         env={"REMOTE_KERNELS_TOKEN": remote_token},

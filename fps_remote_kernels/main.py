@@ -35,6 +35,7 @@ from .serverpatches import tune_server, use_event_loop
 from .service import KernelService
 from .store import Store, default_store_path
 from .unread_body import CloseAfterUnreadBody
+from .uvicorn_server import UvicornServer, listen_address
 from .wsauth import authorize_at_handshake_only
 
 logger = structlog.get_logger()
@@ -58,6 +59,8 @@ class RemoteKernelsModule(Module):
         self._local: LocalKernels | None = None
         self._culler: Culler | None = None
         self._culling: anyio.CancelScope | None = None
+        self._uvicorn: UvicornServer | None = None
+        self._uvicorn_done: anyio.Event | None = None
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
@@ -86,6 +89,8 @@ class RemoteKernelsModule(Module):
         remote_configs = [*self.config.all_remotes(), *([self._local.remote] if self._local
                                                         else [])]
         self.put(self.config, RemoteKernelsConfig)
+        if self.config.server == "uvicorn":
+            await self._serve_with_uvicorn()
         app = await self.get(App)
         # An early answer (413, 415, auth refusal) must not leave a connection hanging.
         app.add_middleware(CloseAfterUnreadBody)
@@ -137,6 +142,9 @@ class RemoteKernelsModule(Module):
         async with anyio.create_task_group() as tg:
             self._signal_watch = tg
             tg.start_soon(self._stop_gracefully_on_sigterm)
+            if self._uvicorn is not None:
+                self._uvicorn.bind()
+                tg.start_soon(self._run_uvicorn, self._uvicorn)
             if self._executions is not None:
                 tg.start_soon(self._executions.run)
             if self._local is not None:
@@ -144,6 +152,33 @@ class RemoteKernelsModule(Module):
             if self._culler is not None:
                 tg.start_soon(self._cull, self._culler)
             self.done()
+
+    async def _serve_with_uvicorn(self) -> None:
+        from fastapi import FastAPI
+        from jupyverse_api.main import Host
+
+        server = self.parent.modules.get("server") if self.parent is not None else None
+        if server is not None and type(server).__module__.startswith("fps.web."):
+            raise ValueError("remote_kernels.server=uvicorn serves the front in place of "
+                             "Jupyverse's own server: add --set start_server=false")
+        host, port = listen_address((await self.get(Host)).url)
+        self._uvicorn = UvicornServer(await self.get(FastAPI), host, port)
+        self._uvicorn_done = anyio.Event()
+
+    async def _run_uvicorn(self, server: UvicornServer) -> None:
+        try:
+            await server.serve()
+        finally:
+            assert self._uvicorn_done is not None
+            self._uvicorn_done.set()
+
+    async def _stop_uvicorn(self, server: UvicornServer) -> None:
+        # Jupyverse gives the whole front 1 s to stop (--stop-timeout): the kernel sockets
+        # are closed already (kernels.stop), idle connections close at once.
+        server.stop()
+        assert self._uvicorn_done is not None
+        with anyio.move_on_after(0.6):
+            await self._uvicorn_done.wait()
 
     async def _cull(self, culler: Culler) -> None:
         with anyio.CancelScope() as self._culling:
@@ -170,6 +205,8 @@ class RemoteKernelsModule(Module):
             await client.aclose()
         if self._store is not None:
             self._store.close()
+        if self._uvicorn is not None:
+            await self._stop_uvicorn(self._uvicorn)
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
 

@@ -105,6 +105,19 @@ def test_front_without_url_says_url_is_required(tmp_path: Path) -> None:
     assert "remote_kernels.url is required" in output
 
 
+def test_uvicorn_front_next_to_jupyverse_own_server_says_to_turn_it_off(tmp_path: Path
+                                                                         ) -> None:
+    """server=uvicorn while Jupyverse starts its own server (on the same port) stops start-up
+    saying to add start_server=false, with exit status 1."""
+    output = run_until_exit([
+        JUPYVERSE, "--port", str(free_port()), *disabled_except(FRONT_API_PLUGINS),
+        "--set", f"auth.directory={tmp_path / 'auth'}",
+        "--set", "remote_kernels.url=http://127.0.0.1:9/",
+        "--set", "remote_kernels.server=uvicorn",
+    ], tmp_path, expected_status=1)
+    assert "add --set start_server=false" in output
+
+
 def test_front_whose_port_is_taken_exits_with_status_1(tmp_path: Path) -> None:
     """Any module failing at start-up (here the HTTP server: port taken) gives exit status 1,
     which fps alone turns into 0."""

@@ -1,0 +1,151 @@
+"""The front served by uvicorn (`remote_kernels.server=uvicorn`) instead of Jupyverse's anycorn.
+
+Jupyverse runs without its own server (`--set start_server=false`) and this module serves the
+same FastAPI app, on the host and port Jupyverse was given, with uvicorn: httptools parses HTTP
+(C, where anycorn uses h11 in Python), and a kernel message crosses the server in one call
+that does not yield to the event loop when the socket can take it (anycorn: a task, a lock and
+two checkpoints per message). Chosen by measurement: see benchmarks/RESULTS.md.
+
+Settings follow what the front does on anycorn, so that clients see no difference: no
+permessage-deflate (Jupyverse's default), no server pings to browsers, 16 MiB per client
+message, a 5 s keep-alive, a bounded graceful stop, no rewriting of the client's address from
+X-Forwarded-* headers, no access log (the front logs what matters itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import socket
+from importlib.metadata import version
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+logger = structlog.get_logger()
+
+# A client message larger than this closes its socket with 1009, as anycorn does.
+MAX_CLIENT_MESSAGE_BYTES = 16 * 1024 * 1024
+# Kept-alive HTTP connections idle this long are closed (anycorn's default too).
+KEEP_ALIVE_SECONDS = 5
+# At stop, connections still busy this long after the front's own sockets closed are dropped.
+GRACEFUL_STOP_SECONDS = 3
+
+# uvicorn 0.55's wsproto `WSProtocol.connection_lost`, whose disconnect code is corrected below.
+CONNECTION_LOST_DIGEST = "9a74b40570812bfe"
+
+
+class ServerNotSupported(RuntimeError):
+    """uvicorn is missing, or is not the version this module was written for."""
+
+
+def _digest(function: Any) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+
+
+def _kernel_socket_protocol() -> type[asyncio.Protocol]:
+    try:
+        from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+    except ImportError:
+        raise ServerNotSupported("remote_kernels.server=uvicorn needs uvicorn and httptools: "
+                                 "pip install 'fps-remote-kernels[uvicorn]'") from None
+    found = _digest(WSProtocol.connection_lost)
+    if found != CONNECTION_LOST_DIGEST:
+        raise ServerNotSupported(
+            f"uvicorn {version('uvicorn')} changed WSProtocol.connection_lost (digest {found}, "
+            f"expected {CONNECTION_LOST_DIGEST}): check how it reports a client that vanished, "
+            "or use remote_kernels.server=anycorn")
+
+    class KernelSocketProtocol(WSProtocol):  # type: ignore[misc]
+        """A connection lost with no Close frame is 1006 (RFC 6455 7.1.5; anycorn says so):
+        uvicorn says 1005, the code of a Close frame without a code, which JupyterLab sends
+        when it closes a socket on purpose. The bridge keeps the upstream socket of a client
+        that vanished (1006) for its reconnect, and ends it at once on a deliberate close."""
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            vanished = self.handshake_complete and not self.response_started \
+                and not self.close_sent
+            if not vanished:
+                super().connection_lost(exc)
+                return
+            # uvicorn picks 1006 when `response_started` is set; it is read there only.
+            self.response_started = True
+            try:
+                super().connection_lost(exc)
+            finally:
+                self.response_started = False
+
+    return KernelSocketProtocol
+
+
+def listen_address(host_url: str) -> tuple[str, int]:
+    """Host and port from Jupyverse's `Host` value (`http://127.0.0.1:8000/`)."""
+    parts = urlsplit(host_url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"cannot tell the front's host and port from {host_url!r}")
+    return parts.hostname, parts.port
+
+
+class UvicornServer:
+    """uvicorn serving the front's app inside the front's own event loop."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        try:
+            import httptools  # noqa: F401  (uvicorn would fall back to h11 without it)
+            import uvicorn
+        except ImportError:
+            raise ServerNotSupported("remote_kernels.server=uvicorn needs uvicorn and "
+                                     "httptools: pip install 'fps-remote-kernels[uvicorn]'"
+                                     ) from None
+        self.config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http="httptools",
+            ws=_kernel_socket_protocol(),
+            ws_max_size=MAX_CLIENT_MESSAGE_BYTES,
+            ws_ping_interval=None,
+            ws_ping_timeout=None,
+            ws_per_message_deflate=False,
+            lifespan="auto",
+            proxy_headers=False,
+            server_header=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            timeout_graceful_shutdown=GRACEFUL_STOP_SECONDS,
+            log_config=None,
+            access_log=False,
+            log_level="warning",
+        )
+        self._server = _server_class()(self.config)
+        self._socket: socket.socket | None = None
+
+    def bind(self) -> None:
+        """Listen now: a port in use fails the front's start, and connections made before
+        the server loop runs wait in the backlog."""
+        self._socket = self.config.bind_socket()
+        logger.info("The front is served by uvicorn", uvicorn=version("uvicorn"),
+                    host=self.config.host, port=self.config.port)
+
+    async def serve(self) -> None:
+        assert self._socket is not None, "bind() first"
+        await self._server.serve(sockets=[self._socket])
+
+    def stop(self) -> None:
+        """Ask the server to stop; `serve()` returns once it has (bounded by the graceful
+        stop). uvicorn closes the kernel sockets still open with 1012, as the front does."""
+        self._server.should_exit = True
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        # fps owns the process's signals (Ctrl-C stops every module, the front's SIGTERM
+        # watch turns SIGTERM into it): uvicorn's own handlers would take them over.
+        def capture_signals(self) -> Any:
+            return contextlib.nullcontext()
+
+    return Server

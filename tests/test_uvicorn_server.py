@@ -1,0 +1,115 @@
+"""The front served by uvicorn (`remote_kernels.server=uvicorn`): it answers REST and kernel
+sockets as on anycorn, it tells a client that vanished from one that closed on purpose, it
+and the uvicorn code it subclasses is the code
+it was written for. (The whole suite runs on it with REMOTE_KERNELS_TEST_SERVER=uvicorn.)"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from fps_remote_kernels import uvicorn_server
+from fps_remote_kernels.launch import Server, front_server, front_server_choice
+
+from .conftest import cookie_header
+from .fault_proxy import BackgroundLoop, FaultProxy
+from .harness import login, wait_until
+from .kernel_client import KernelConnection
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def uvicorn_front(remote: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = front_server(tmp_path_factory.mktemp("uvicorn-front"), remote.url, remote.token,
+                          extra=front_server_choice("uvicorn")).start()
+    yield server
+    server.stop()
+
+
+def test_uvicorn_protocol_is_the_code_the_subclass_was_written_for() -> None:
+    """uvicorn's wsproto WSProtocol.connection_lost is unchanged: when this fails, check which
+    code uvicorn reports for a client gone without a Close frame, and update the digest."""
+    from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+
+    assert uvicorn_server._digest(WSProtocol.connection_lost) \
+        == uvicorn_server.CONNECTION_LOST_DIGEST
+
+
+async def test_uvicorn_front_serves_rest_and_kernel_sockets(uvicorn_front: Server) -> None:
+    """A uvicorn front lists kernels, starts one and runs code on its socket."""
+    assert "The front is served by uvicorn" in uvicorn_front.log_path.read_text()
+    api = await login(uvicorn_front)
+    try:
+        response = await api.post("/api/kernels", json={"name": "python3"})
+        assert response.status_code == 201, response.text
+        kernel_id = response.json()["id"]
+        listed = await api.get("/api/kernels")
+        assert kernel_id in {k["id"] for k in listed.json()}
+        url = f"ws://127.0.0.1:{uvicorn_front.port}/api/kernels/{kernel_id}/channels"
+        conn = await KernelConnection.open(url, cookie=cookie_header(api), open_timeout=30)
+        try:
+            assert (await conn.execute("print(6 * 7)")).stdout == "42\n"
+        finally:
+            await conn.close()
+        unknown = await api.get(f"/api/kernels/{uuid.uuid4()}")
+        assert unknown.status_code == 404
+        await api.delete(f"/api/kernels/{kernel_id}")
+    finally:
+        await api.aclose()
+
+
+def _close_without_a_code(port: int, path: str, cookie: str) -> None:
+    """Open a kernel WebSocket by hand and send a Close frame with no status code (what a
+    browser sends on `ws.close()`), which the websockets library will not send."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Protocol: v1.kernel.websocket.jupyter.org\r\n"
+                      f"Cookie: {cookie}\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            assert chunk, f"the front closed the handshake: {head!r}"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+        sock.sendall(b"\x88\x80" + os.urandom(4))  # FIN + Close, masked, empty payload
+        while sock.recv(65536):  # until the front closes the connection
+            pass
+
+
+async def test_a_vanished_client_is_told_apart_from_a_deliberate_close(
+        uvicorn_front: Server, loop: BackgroundLoop) -> None:
+    """On uvicorn too, a client cut without a Close frame leaves with 1006 (its upstream is
+    kept for a reconnect), and a Close frame without a code leaves with 1005 (ended at once)."""
+    api = await login(uvicorn_front)
+    proxy = FaultProxy(uvicorn_front.port, loop=loop)
+    try:
+        kernel_id = (await api.post("/api/kernels", json={"name": "python3"})).json()["id"]
+        path = f"/api/kernels/{kernel_id}/channels"
+        log = uvicorn_front.log_path
+
+        def left_with(code: int) -> bool:
+            return any("Kernel client left" in line and kernel_id in line and f"code={code}"
+                       in line for line in log.read_text().splitlines())
+
+        conn = await KernelConnection.open(f"ws://127.0.0.1:{proxy.port}{path}",
+                                           cookie=cookie_header(api), open_timeout=30)
+        await conn.execute("1")
+        proxy.cut()
+        await wait_until(lambda: left_with(1006), 10, "the cut client to leave with 1006")
+
+        _close_without_a_code(uvicorn_front.port, f"{path}?session_id={uuid.uuid4().hex}",
+                              cookie_header(api))
+        await wait_until(lambda: left_with(1005), 10, "the closing client to leave with 1005")
+        await api.delete(f"/api/kernels/{kernel_id}")
+    finally:
+        proxy.close()
+        await api.aclose()
