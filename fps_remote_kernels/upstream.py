@@ -53,6 +53,11 @@ _scratch_view = memoryview(_scratch)
 # announcing a long frame it does not send), at most _CHUNK_SIZE at a time.
 _DIRECT_THRESHOLD = 64 * 1024
 _CHUNK_SIZE = 4 * 1024 * 1024
+# Those buffers are kept for the next large frame, up to this many in the process: a fresh
+# one costs as much as filling it (zeroing and page faults). 8 hold a 25 MB message (what
+# ipykernel sends at most), so a stream of them allocates only the messages themselves.
+_POOL_CHUNKS = 8
+_pool: list[bytearray] = []
 # Bound of the handshake answer (status line and headers).
 _MAX_HANDSHAKE_BYTES = 64 * 1024
 # Sent frames: below this size the header and the payload go in one write.
@@ -102,7 +107,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     __slots__ = (
         "subprotocol", "_transport", "_state", "_loop", "_key", "_offered", "_handshake",
-        "_pending", "_chunk", "_chunk_filled", "_chunk_fin", "_frame_left", "_parts",
+        "_pending", "_bases", "_chunk", "_chunk_filled", "_chunk_fin", "_frame_left", "_parts",
         "_message_opcode", "_messages", "_max_queue", "_low_queue", "_reading_paused",
         "_waiter", "_writing_paused", "_drain_waiters", "_received", "_sent", "_lost",
         "_ping_interval", "_ping_timeout", "_ping_payload", "_ping_sent_at", "_ping_timer",
@@ -120,11 +125,12 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._offered = tuple(offered)
         self._handshake: asyncio.Future[None] | None = self._loop.create_future()
         self._pending = b""  # the start of an incomplete frame (or of the handshake answer)
-        self._chunk: bytearray | None = None  # the buffer a large frame is read into
+        self._chunk: memoryview | None = None  # where a large frame is being read into
+        self._bases: list[bytearray] = []  # the buffers under the chunks, for the pool
         self._chunk_filled = 0
         self._chunk_fin = False
         self._frame_left = 0  # bytes of the current large frame not yet in a chunk
-        self._parts: list[bytes | bytearray] = []  # the message being assembled
+        self._parts: list[bytes | memoryview] = []  # the message being assembled
         self._message_opcode = 0  # its opcode; 0 when no message is under way
         self._messages: deque[str | bytes] = deque()
         self._max_queue = max(1, max_queue)
@@ -203,7 +209,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._chunk is not None:
-            return memoryview(self._chunk)[self._chunk_filled:]
+            return self._chunk[self._chunk_filled:]
         pending = len(self._pending)
         if pending:
             _scratch[:pending] = self._pending
@@ -235,8 +241,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         handshake, self._handshake = self._handshake, None
         if handshake is not None and not handshake.done():
             handshake.set_exception(NotHTTP("did not receive a valid HTTP response"))
-        self._parts.clear()
-        self._chunk = None
+        self._release()
         self._wake()
         for waiter in self._drain_waiters:
             if not waiter.done():
@@ -393,15 +398,36 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         if fin:
             parts, self._parts = self._parts, []
             opcode, self._message_opcode = self._message_opcode, 0
-            self._deliver(opcode, parts)
+            try:
+                self._deliver(opcode, parts)
+            finally:
+                parts.clear()
+                self._release()
 
     def _start_chunks(self, opcode: int, fin: bool, head: memoryview, length: int) -> None:
         if opcode != _CONTINUATION:
             self._message_opcode = opcode
-        chunk = bytearray(min(length, _CHUNK_SIZE))
+        chunk = self._take_chunk(min(length, _CHUNK_SIZE))
         chunk[:len(head)] = head
         self._chunk, self._chunk_filled, self._chunk_fin = chunk, len(head), fin
         self._frame_left = length - len(chunk)
+
+    def _take_chunk(self, size: int) -> memoryview:
+        if _pool:
+            base = _pool.pop()
+        else:
+            base = bytearray(size)  # a full-size one goes to the pool afterwards
+        self._bases.append(base)
+        return memoryview(base)[:size]
+
+    def _release(self) -> None:
+        """The message's buffers back to the pool (what it held is copied out by now)."""
+        self._parts = []
+        self._chunk = None
+        for base in self._bases:
+            if len(base) == _CHUNK_SIZE and len(_pool) < _POOL_CHUNKS:
+                _pool.append(base)
+        self._bases = []
 
     def _chunk_complete(self) -> None:
         chunk = self._chunk
@@ -409,20 +435,24 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._parts.append(chunk)
         if self._frame_left:
             size = min(self._frame_left, _CHUNK_SIZE)
-            self._chunk, self._chunk_filled = bytearray(size), 0
+            self._chunk, self._chunk_filled = self._take_chunk(size), 0
             self._frame_left -= size
             return
         self._chunk = None
         if self._chunk_fin:
             parts, self._parts = self._parts, []
             opcode, self._message_opcode = self._message_opcode, 0
-            if self._received is None:
-                try:
+            try:
+                if self._received is None:
                     self._deliver(opcode, parts)
-                except _ProtocolError as e:
-                    self._fail(e.code, str(e))
+            except _ProtocolError as e:
+                self._fail(e.code, str(e))
+            finally:
+                parts.clear()
+                self._release()
 
-    def _deliver(self, opcode: int, parts: list[bytes | bytearray] | list[memoryview]) -> None:
+    def _deliver(self, opcode: int, parts: list[bytes | memoryview] | list[memoryview]
+                 ) -> None:
         message: str | bytes
         if opcode == _BINARY:
             message = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
@@ -511,8 +541,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         if self._state == _OPEN:
             self._send_close(code, reason)
         self._state = _CLOSING
-        self._parts.clear()
-        self._chunk = None
+        self._release()
         self._wake()
         if self._transport is not None:
             self._transport.close()
