@@ -10,12 +10,14 @@ import base64
 import hashlib
 import os
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import anyio
 import pytest
+import websockets
 
+from fps_remote_kernels.launch import Server, front_server
 from fps_remote_kernels.upstream import (
     ConnectionClosed,
     HandshakeError,
@@ -24,6 +26,12 @@ from fps_remote_kernels.upstream import (
     UpstreamConnection,
     connect,
 )
+
+from .conftest import cookie_header, ws_url
+from .fake_remote import FakeKernelRemote
+from .fault_proxy import BackgroundLoop
+from .harness import logged_in
+from .kernel_client import KernelConnection
 
 pytestmark = pytest.mark.anyio
 
@@ -442,3 +450,41 @@ async def test_the_connection_lost_without_a_close_frame() -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await conn.recv()
     assert closed.value.received is None
+
+
+@pytest.fixture(scope="module")
+def fake(loop: BackgroundLoop) -> Iterator[FakeKernelRemote]:
+    remote = FakeKernelRemote(loop)
+    yield remote
+    remote.close()
+
+
+@pytest.fixture(scope="module")
+def fake_front(fake: FakeKernelRemote, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Server]:
+    server = front_server(tmp_path_factory.mktemp("upstream-front"), fake.url,
+                          "upstream-token").start()
+    yield server
+    server.stop()
+
+
+async def test_through_the_front_a_large_output_and_the_remotes_close_code_and_reason(
+    fake_front: Server, fake: FakeKernelRemote
+) -> None:
+    """Through a front: a 12 MB output arrives whole, then the remote's close code and reason
+    (4321 "kernel says bye") reach the front's client as the remote sent them."""
+    kernel = fake.new_kernel()
+    async with logged_in(fake_front) as http:
+        conn = await KernelConnection.open(ws_url(fake_front, kernel),
+                                           cookie=cookie_header(http), open_timeout=30)
+    try:
+        execution = await conn.execute("emit 1 12000000", timeout=30)
+        assert len(execution.stdout) == 12_000_000
+        await conn.request("execute_request", {"code": "close 4321 kernel says bye"})
+        with anyio.fail_after(10), pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await conn.receive()
+    finally:
+        await conn.close()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4321, "kernel says bye")
