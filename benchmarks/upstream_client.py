@@ -82,7 +82,13 @@ async def _serve(sock: socket.socket) -> None:
             pass
         writer.close()
 
-    server = await asyncio.start_server(handle, sock=sock)
+    async def quiet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handle(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(quiet, sock=sock, backlog=1024)
     async with server:
         await server.serve_forever()
 
@@ -181,6 +187,38 @@ async def _echo(client: str, port: int, size: int, count: int) -> tuple[float, f
     return cpu, wall
 
 
+def _rss_kib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+async def _idle(client: str, port: int, sockets: int) -> float:
+    """KiB of this process's RSS per open, idle connection (keepalive on where the client
+    has it, as the front runs them)."""
+    url = f"ws://127.0.0.1:{port}/echo/1/1000000"
+    if client == "ours":
+        from fps_remote_kernels.upstream import connect
+
+        async def one() -> Any:
+            return await connect(url, ping_interval=20, ping_timeout=20, max_queue=2)
+    elif client.startswith("websockets"):
+        import websockets
+
+        async def one() -> Any:
+            return await websockets.connect(url, max_size=None, max_queue=(2, 1),
+                                            compression=None, user_agent_header=None)
+    else:
+        async def one() -> Any:
+            return await _picows(url)
+    keep = [await one() for _ in range(20)]  # warm up allocators and caches
+    before = _rss_kib()
+    keep += [await one() for _ in range(sockets)]
+    after = _rss_kib()
+    await asyncio.gather(*(conn[2]() if isinstance(conn, tuple) else conn.close()
+                           for conn in keep))
+    return (after - before) / sockets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default=",".join(CLIENTS))
@@ -196,6 +234,14 @@ def main() -> None:
              ("stream 1 kB x 100k", _stream, 1000, 100_000),
              ("echo 1 kB x 5k", _echo, 1000, 5000)]
     try:
+        for client in args.clients.split(","):
+            if client == "websockets-q16":
+                continue
+            try:
+                kib = asyncio.run(_idle(client, port, 500))
+            except ImportError:
+                continue
+            print(f"{'500 idle sockets':22} {client:15} {kib:7.1f} KiB per open socket")
         for name, run, size, count in cases:
             for client in args.clients.split(","):
                 try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 import ssl as ssl_module
 import struct
@@ -37,6 +38,10 @@ try:
     from websockets.speedups import apply_mask as _apply_mask
 except ImportError:  # pragma: no cover - websockets ships its C speedups for common platforms
     _apply_mask = None  # type: ignore[assignment]
+
+# Handshake lines at debug level, as websockets logged them; auth.py scrubs the secrets in
+# them (tokens, passwords, the remote's session cookie) before any handler sees them.
+_log = logging.getLogger(__name__)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -272,6 +277,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             else:
                 self._pending = bytes(data)
             return
+        if _log.isEnabledFor(logging.DEBUG):
+            for line in bytes(data[:end]).decode("iso-8859-1").split("\r\n"):
+                _log.debug("< %s", line)
         try:
             self.subprotocol = self._check_response(bytes(data[:end]))
         except HandshakeError as e:
@@ -687,6 +695,10 @@ async def connect(
                                          server_hostname=host if secure else None)
             transport = connection._transport
             assert transport is not None
+            if _log.isEnabledFor(logging.DEBUG):
+                for line in request.decode("iso-8859-1").split("\r\n"):
+                    if line:
+                        _log.debug("> %s", line)
             transport.write(request)
             handshake = connection._handshake
             assert handshake is not None
