@@ -209,8 +209,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A read-write transport (uvloop's are not asyncio.Transport subclasses).
+        self._transport = transport  # type: ignore[assignment]
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._chunk is not None:
