@@ -127,11 +127,12 @@ class _RedactSecrets(logging.Filter):
 _FILTER = _RedactSecrets()
 # A logger's filters see only its own records, not its children's: name each one.
 _LIBRARY_LOGGERS = ("httpx", "httpcore", "httpcore.http11", "httpcore.http2",
-                    "httpcore.connection", "websockets", "websockets.client")
+                    "httpcore.connection", "websockets", "websockets.client",
+                    "fps_remote_kernels.upstream")
 
 
 def _redact_in_library_logs(secret: str, label: str = "[token]") -> None:
-    # httpx logs request URLs (the Jupyverse login URL carries ?token=) and websockets logs
+    # httpx logs request URLs (the Jupyverse login URL carries ?token=) and upstream.py logs
     # handshake headers at debug level: scrub secrets from both, whatever the log configuration.
     if len(secret) < 4:
         return  # too short to scrub without mangling every line (and not a real secret)

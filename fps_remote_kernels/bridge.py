@@ -14,8 +14,6 @@ import structlog
 from anyio import CancelScope, Event, create_task_group, move_on_after
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from .client import RemoteClient
 from .errors import RemoteKernelsError, close_code_for_client
@@ -30,6 +28,7 @@ from .frames import (
 )
 from .observers import ChannelsObserver
 from .replay import AwaySession, ReplayBuffers
+from .upstream import ConnectionClosed, UpstreamConnection
 
 logger = structlog.get_logger()
 
@@ -128,7 +127,7 @@ class KernelChannelsBridge:
             offered = list(self.websocket.scope.get("subprotocols") or [])
             away = (await self.replay.claim(self.kernel_id, self.session_id)
                     if self.replay is not None else None)
-            upstream: ClientConnection | None
+            upstream: UpstreamConnection | None
             refusal: RemoteKernelsError | None = None
             if away is not None:
                 upstream = away.upstream
@@ -158,12 +157,12 @@ class KernelChannelsBridge:
                 await self._close_client(*self._ending)
 
     async def _open_upstream(self, offered: list[str]
-                             ) -> tuple[ClientConnection | None, RemoteKernelsError | None]:
+                             ) -> tuple[UpstreamConnection | None, RemoteKernelsError | None]:
         """The upstream socket, opened while the kernel's existence is checked (both take a
         round trip to the remote: at once, the client waits for one)."""
         # The check's answer says most (404 unknown kernel, 502 garbage): it wins.
         refusals: dict[str, RemoteKernelsError] = {}
-        upstream: ClientConnection | None = None
+        upstream: UpstreamConnection | None = None
 
         if self.kernel_exists is None:  # not needed (see RemoteKernels.check_before_socket)
             try:
@@ -189,7 +188,7 @@ class KernelChannelsBridge:
                 refusals["connect"] = e
         return upstream, refusals.get("check") or refusals.get("connect")
 
-    async def _relay(self, upstream: ClientConnection, wire: Wire, replayed: list[Frame]
+    async def _relay(self, upstream: UpstreamConnection, wire: Wire, replayed: list[Frame]
                      ) -> None:
         try:
             await self.websocket.accept(subprotocol=wire.client_protocol)
@@ -215,7 +214,7 @@ class KernelChannelsBridge:
                 observer.closed(self.kernel_id, self.session_id)
         logger.info("Kernel channels closed", kernel_id=self.kernel_id)
 
-    async def _client_to_upstream(self, upstream: ClientConnection, wire: Wire,
+    async def _client_to_upstream(self, upstream: UpstreamConnection, wire: Wire,
                                   scope: CancelScope) -> None:
         # The raw ASGI callables: Starlette's WebSocket.receive/send re-check the connection
         # state on every frame, which the bridge already knows (accepted, not yet closed).
@@ -255,7 +254,7 @@ class KernelChannelsBridge:
         finally:
             scope.cancel()
 
-    async def _upstream_to_client(self, upstream: ClientConnection, wire: Wire,
+    async def _upstream_to_client(self, upstream: UpstreamConnection, wire: Wire,
                                   scope: CancelScope) -> None:
         send = self.websocket._send  # raw ASGI, as in _client_to_upstream
         to_client = wire.to_client
@@ -272,7 +271,7 @@ class KernelChannelsBridge:
                 else:
                     await send({"type": "websocket.send", "text": data})
         except ConnectionClosed as e:
-            received = e.rcvd
+            received = e.received
             code = close_code_for_client(received.code if received else None)
             reason = received.reason if received else "Remote kernel connection lost"
             with CancelScope(shield=True), move_on_after(_CLEANUP_SECONDS):

@@ -12,8 +12,6 @@ from urllib.parse import quote, urlsplit
 import anyio
 import httpx
 import structlog
-import websockets
-from websockets.asyncio.client import ClientConnection
 
 from .auth import JUPYVERSE_AUTH_COOKIE, RemoteAuth, quiet_library_logs
 from .config import RemoteConfig, RemoteKernelsConfig
@@ -28,6 +26,8 @@ from .errors import (
     user_refused,
 )
 from .kinds import ENTERPRISE_GATEWAY, JUPYTER_SERVER, JUPYVERSE, KERNEL_GATEWAY, KINDS, Kind
+from .upstream import HandshakeError, HandshakeRefused, NotHTTP, UpstreamConnection
+from .upstream import connect as connect_websocket
 
 logger = structlog.get_logger()
 
@@ -262,7 +262,7 @@ class RemoteClient:
 
     async def connect_channels(
         self, kernel_id: str, session_id: str, subprotocols: list[str]
-    ) -> ClientConnection:
+    ) -> UpstreamConnection:
         """Open the upstream kernel WebSocket, offering the client's subprotocols."""
         started, status = time.perf_counter(), None
         try:
@@ -277,7 +277,7 @@ class RemoteClient:
 
     async def _connect_channels(
         self, kernel_id: str, session_id: str, subprotocols: list[str]
-    ) -> ClientConnection:
+    ) -> UpstreamConnection:
         if self.kind is None:
             await self.ensure_kind()
         url = (f"{self.ws_base_url}api/kernels/{quote(kernel_id, safe='')}/channels"
@@ -289,26 +289,23 @@ class RemoteClient:
             if cookie:
                 headers["Cookie"] = cookie
             try:
-                return await websockets.connect(
+                # Real outputs can be tens of MB: no per-message cap on what the kernel sends
+                # (memory grows only as the data arrives). The bridge forwards each message
+                # at once: read ahead by two messages only, so a slow client holds the remote
+                # back instead of growing our memory.
+                return await connect_websocket(
                     url,
-                    subprotocols=[websockets.Subprotocol(p) for p in subprotocols] or None,
-                    additional_headers=headers,
+                    subprotocols=subprotocols,
+                    headers=headers,
                     open_timeout=self.config.connect_timeout,
                     ping_interval=self.config.ping_interval,
                     ping_timeout=self.config.ping_timeout,
                     close_timeout=2,
-                    # Real outputs can be tens of MB: no per-message cap on what the kernel sends.
-                    max_size=None,
-                    # The bridge forwards each message at once: read ahead by one or two only,
-                    # so a slow client holds the remote back instead of growing our memory
-                    # (websockets' default reads ahead 16 messages, each of them up to 25 MB).
-                    max_queue=(2, 1),
-                    compression=None,
+                    max_queue=2,
                     ssl=self._ssl_context if url.startswith("wss:") else None,
-                    user_agent_header=None,
                 )
-            except websockets.InvalidStatus as e:
-                status = e.response.status_code
+            except HandshakeRefused as e:
+                status = e.status
                 if (status in (401, 403) and attempt == 0
                         and await self._reauthenticate(generation)):
                     continue
@@ -322,10 +319,10 @@ class RemoteClient:
                                   ) from None
             except TimeoutError:
                 raise timed_out(self.name, self.config.connect_timeout) from None
-            except websockets.InvalidMessage:
+            except NotHTTP:
                 raise bad_gateway(self.name, "kernel WebSocket handshake answered something "
                                   "that is not HTTP") from None
-            except (OSError, websockets.InvalidHandshake) as e:
+            except (OSError, HandshakeError) as e:
                 raise unreachable(self.name, str(e) or type(e).__name__) from None
         raise AssertionError("unreachable")
 

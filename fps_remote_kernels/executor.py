@@ -42,8 +42,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import structlog
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from .documents import RoomHolds, find_cell, open_notebook
 from .errors import RemoteKernelsError, queue_full
@@ -51,6 +49,7 @@ from .execution import CellOutputs
 from .frames import V1_PROTOCOL, FrameError, legacy_message, message_frame, v1_parts
 from .observers import ChannelsObserver
 from .service import KernelService
+from .upstream import ConnectionClosed, UpstreamConnection
 
 logger = structlog.get_logger()
 
@@ -108,7 +107,7 @@ class _Execution:
 class KernelExecutor:
     """The executor socket of one kernel, the cells queued on it and those it runs."""
 
-    def __init__(self, kernel_id: str, open_socket: Callable[[str], Awaitable[ClientConnection]],
+    def __init__(self, kernel_id: str, open_socket: Callable[[str], Awaitable[UpstreamConnection]],
                  limit: int, observers: tuple[ChannelsObserver, ...] = (),
                  greet_timeout: float = 60.0,
                  kernel_model: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
@@ -188,7 +187,7 @@ class KernelExecutor:
             self._end_all()
             logger.info("Executor socket closed", kernel_id=self.kernel_id, reason=self._reason)
 
-    async def _greet(self, upstream: ClientConnection) -> bool:
+    async def _greet(self, upstream: UpstreamConnection) -> bool:
         """Whether the kernel answered a `kernel_info_request`, as JupyterLab asks after each
         connection before anything else: a remote may drop what is sent while a (re)started
         kernel's channels connect (seen on Kernel Gateway), so it is asked again each second."""
@@ -243,7 +242,7 @@ class KernelExecutor:
             logger.info("Pending executions ended", kernel_id=self.kernel_id,
                         count=len(executions), reason=self._reason)
 
-    async def _send(self, upstream: ClientConnection, scope: anyio.CancelScope) -> None:
+    async def _send(self, upstream: UpstreamConnection, scope: anyio.CancelScope) -> None:
         try:
             while True:
                 self._wake = anyio.Event()
@@ -264,7 +263,7 @@ class KernelExecutor:
         finally:
             scope.cancel()
 
-    async def _receive(self, upstream: ClientConnection, scope: anyio.CancelScope) -> None:
+    async def _receive(self, upstream: UpstreamConnection, scope: anyio.CancelScope) -> None:
         observers, kernel_id = self.observers, self.kernel_id
         try:
             while True:
@@ -277,7 +276,7 @@ class KernelExecutor:
                     logger.warning("The remote sent a malformed frame to the executor",
                                    kernel_id=kernel_id, problem=str(e))
         except ConnectionClosed as e:
-            received = e.rcvd
+            received = e.received
             self._reason = (f"remote closed it ({received.code} {received.reason})".strip()
                             if received else "connection lost")
         finally:
@@ -467,8 +466,8 @@ class Executions:
             if self.executors.get(executor.kernel_id) is executor:
                 del self.executors[executor.kernel_id]
 
-    def _opener(self, kernel_id: str) -> Callable[[str], Awaitable[ClientConnection]]:
-        async def open_socket(session_id: str) -> ClientConnection:
+    def _opener(self, kernel_id: str) -> Callable[[str], Awaitable[UpstreamConnection]]:
+        async def open_socket(session_id: str) -> UpstreamConnection:
             # A Jupyverse remote accepts a socket for an unknown kernel and then says nothing.
             await self.service.kernel(kernel_id)
             remote = await self.service.owner(kernel_id)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import anyio
 import structlog
-from websockets.asyncio.client import ClientConnection
 
 from .observers import ChannelsObserver, Frame
+from .upstream import UpstreamConnection
 
 logger = structlog.get_logger()
 
@@ -45,7 +45,7 @@ class AwaySession:
 
     kernel_id: str
     session_id: str
-    upstream: ClientConnection
+    upstream: UpstreamConnection
     frames: deque[Frame] = field(default_factory=deque)
     size: int = 0
     claimed: bool = False

@@ -7,6 +7,7 @@
   messages whose text starts with their sequence number (`0:`, `1:`, ...) padded to SIZE
   bytes, the `execute_reply`, then `status: idle`, as fast as the connection takes them.
   It counts what it sent on each connection, so a test can see backpressure at work.
+  On `close CODE REASON` it closes the socket with that code and reason.
 
 Both run on a `BackgroundLoop` (tests/fault_proxy.py) and bind 127.0.0.1 on a free port.
 A real Jupyverse holds one database connection per open kernel WebSocket (fps-auth, 15 at
@@ -37,6 +38,8 @@ from .kernel_client import V1, deserialize_v1, serialize_v1
 _KERNEL_PATH = re.compile(r"^/api/kernels/([0-9a-fA-F-]{36})(/channels)?$")
 # `emit N SIZE [PAUSE]`: N numbered outputs of SIZE characters, PAUSE seconds apart.
 _EMIT = re.compile(r"^emit (\d+) (\d+)(?: ([0-9.]+))?$")
+# `close CODE REASON`: the remote closes the kernel socket with that code and reason.
+_CLOSE = re.compile(r"^close (\d+) (.*)$")
 
 
 # ---------------------------------------------------------------- garbage
@@ -194,7 +197,10 @@ class FakeKernelRemote:
                     continue
                 msg = deserialize_v1(frame)
                 msg_type = msg["header"]["msg_type"]
-                if msg_type == "execute_request":
+                closing = _CLOSE.match(msg["content"].get("code", "") or "")
+                if msg_type == "execute_request" and closing:
+                    await ws.close(int(closing.group(1)), closing.group(2))
+                elif msg_type == "execute_request":
                     await self._execute(ws, conn, msg)
                 elif msg_type == "kernel_info_request":
                     await self._send(ws, conn, _reply(msg, "shell", "kernel_info_reply",
