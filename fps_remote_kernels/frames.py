@@ -70,11 +70,14 @@ def legacy_to_v1(data: str | bytes) -> bytes:
 def v1_to_legacy(data: bytes) -> str | bytes:
     """A v1 kernel message as the legacy protocol sends it: JSON text, or binary with buffers."""
     offsets = _v1_offsets(data)
-    parts = [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    # Views, not slices: outputs are up to 25 MB, and the join below copies them once anyway.
+    view = memoryview(data)
+    parts = [view[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     channel, header, parent_header, metadata, content = (p or b"{}" for p in parts[:5])
     body = b"".join([
         b'{"header":', header, b',"parent_header":', parent_header, b',"metadata":', metadata,
-        b',"content":', content, b',"channel":', json.dumps(channel.decode()).encode(), b"}",
+        b',"content":', content, b',"channel":', json.dumps(bytes(channel).decode()).encode(),
+        b"}",
     ])
     buffers = parts[5:]
     if not buffers:
