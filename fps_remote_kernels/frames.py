@@ -72,7 +72,7 @@ def v1_to_legacy(data: bytes) -> str | bytes:
     offsets = _v1_offsets(data)
     # Views, not slices: outputs are up to 25 MB, and the join below copies them once anyway.
     view = memoryview(data)
-    parts = [view[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    parts: list[memoryview] = [view[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     channel, header, parent_header, metadata, content = (p or b"{}" for p in parts[:5])
     body = b"".join([
         b'{"header":', header, b',"parent_header":', parent_header, b',"metadata":', metadata,
@@ -82,7 +82,7 @@ def v1_to_legacy(data: bytes) -> str | bytes:
     buffers = parts[5:]
     if not buffers:
         return body.decode()
-    pieces = [body, *buffers]
+    pieces: list[bytes | memoryview] = [body, *buffers]
     table = [4 * (len(pieces) + 1)]
     for piece in pieces[:-1]:
         table.append(table[-1] + len(piece))
