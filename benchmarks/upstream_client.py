@@ -13,30 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import multiprocessing
 import os
 import socket
 import statistics
-import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def _frame(payload: bytes, opcode: int = 2) -> bytes:
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return header + payload
+from tests.raw_websocket import accept_answer, frame, read_frame
 
 
 async def _serve(sock: socket.socket) -> None:
@@ -46,36 +32,25 @@ async def _serve(sock: socket.socket) -> None:
         path = lines[0].split(" ")[1]
         key = next(line.split(":", 1)[1].strip() for line in lines
                    if line.lower().startswith("sec-websocket-key:"))
-        accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
-        writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        writer.write(accept_answer({"sec-websocket-key": key}))
         _, mode, size, count = path.split("/")
         size, count = int(size), int(count)
         if mode == "stream":
-            frame = _frame(os.urandom(size))
-            batch = max(1, (1 << 20) // len(frame))
+            prebuilt = frame(os.urandom(size))
+            batch = max(1, (1 << 20) // len(prebuilt))
             sent = 0
             while sent < count:
                 k = min(batch, count - sent)
-                writer.write(frame * k)
+                writer.write(prebuilt * k)
                 sent += k
                 await writer.drain()
-            writer.write(_frame(b"\x03\xe8", 8))
+            writer.write(frame(b"\x03\xe8", 8))
             await writer.drain()
         else:  # echo: read a masked frame, send it back unmasked
             for _ in range(count):
-                b0, b1 = await reader.readexactly(2)
-                n = b1 & 0x7F
-                if n == 126:
-                    n = struct.unpack("!H", await reader.readexactly(2))[0]
-                elif n == 127:
-                    n = struct.unpack("!Q", await reader.readexactly(8))[0]
-                mask = await reader.readexactly(4)
-                data = await reader.readexactly(n)
-                unmasked = (int.from_bytes(data, "big") ^ int.from_bytes(
-                    (mask * (n // 4 + 1))[:n], "big")).to_bytes(n, "big")
-                writer.write(_frame(unmasked, b0 & 0x0F))
-            writer.write(_frame(b"\x03\xe8", 8))
+                opcode, unmasked = await read_frame(reader)
+                writer.write(frame(unmasked, opcode))
+            writer.write(frame(b"\x03\xe8", 8))
         try:
             await asyncio.wait_for(reader.read(), 5)
         except (TimeoutError, ConnectionError):
@@ -123,7 +98,7 @@ async def _picows(url: str) -> Any:
     state: dict[str, Any] = {"waiter": None, "closed": False}
 
     class Listener(picows.WSListener):  # type: ignore[misc]
-        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        def on_wsframe(self, transport: Any, frame: Any) -> None:
             if frame.msg_type == picows.WSMsgType.CLOSE:
                 state["closed"] = True
             elif frame.msg_type == picows.WSMsgType.BINARY:

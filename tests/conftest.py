@@ -19,6 +19,7 @@ from fps_remote_kernels.launch import (
     remote_server,
 )
 
+from .fake_remote import FakeKernelRemote
 from .fault_proxy import BackgroundLoop
 
 # The server-side execution tests need the collaboration plugins (in the `test` extra): an
@@ -45,6 +46,23 @@ def loop() -> Iterator[BackgroundLoop]:
     background = BackgroundLoop()
     yield background
     background.close()
+
+
+@pytest.fixture(scope="module")
+def fake(loop: BackgroundLoop) -> Iterator[FakeKernelRemote]:
+    """A fake kernel remote: fast, scriptable kernels for load and fault tests."""
+    remote = FakeKernelRemote(loop)
+    yield remote
+    remote.close()
+
+
+@pytest.fixture(scope="module")
+def fake_front(fake: FakeKernelRemote, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Server]:
+    """A front in front of the module's fake kernel remote."""
+    server = front_server(tmp_path_factory.mktemp("fake-front"), fake.url, "fake-token").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -26,7 +26,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from fps_remote_kernels.launch import Server, front_server
+from fps_remote_kernels.launch import Server
 
 from .conftest import cookie_header, ws_url
 from .fake_remote import FakeKernelRemote
@@ -63,21 +63,6 @@ class Tally:
         if self.rss_samples:
             text += f", front RSS peak {max(self.rss_samples):.0f} MB"
         return text
-
-
-@pytest.fixture(scope="module")
-def fake(loop: BackgroundLoop) -> Iterator[FakeKernelRemote]:
-    remote = FakeKernelRemote(loop)
-    yield remote
-    remote.close()
-
-
-@pytest.fixture(scope="module")
-def load_front(fake: FakeKernelRemote, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[Server]:
-    server = front_server(tmp_path_factory.mktemp("load-front"), fake.url, "load-token").start()
-    yield server
-    server.stop()
 
 
 def execute_request(code: str) -> dict:
@@ -166,22 +151,22 @@ async def close_all(conns: list[KernelConnection]) -> None:
 
 
 async def test_200_sockets_get_every_message_exactly_once_in_order(
-    load_front: Server, fake: FakeKernelRemote
+    fake_front: Server, fake: FakeKernelRemote
 ) -> None:
     """200 kernel sockets open at once through one front (20 kernels x 10 sessions), each
     running 3 cells of 40 numbered outputs: every socket gets every message of its cells
     exactly once and in order, and the front's memory stays bounded."""
-    assert load_front.process is not None
+    assert fake_front.process is not None
     tally = Tally()
     kernels = [fake.new_kernel() for _ in range(20)]
-    baseline = rss_mb(load_front.process.pid)
-    async with logged_in(load_front) as http:
-        conns = await open_sockets(load_front, http, kernels, 10)
+    baseline = rss_mb(fake_front.process.pid)
+    async with logged_in(fake_front) as http:
+        conns = await open_sockets(fake_front, http, kernels, 10)
     try:
         assert fake.open_connections() >= 200
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(sample_rss, load_front.process.pid, tally, stop)
+            tg.start_soon(sample_rss, fake_front.process.pid, tally, stop)
             with anyio.fail_after(120):
                 await hammer(conns, 3, None, 40, 64, tally)
             stop.set()
@@ -194,18 +179,18 @@ async def test_200_sockets_get_every_message_exactly_once_in_order(
 
 
 async def test_200_sockets_blipping_together_lose_nothing_they_had_not_been_sent(
-    load_front: Server, fake: FakeKernelRemote, loop: BackgroundLoop
+    fake_front: Server, fake: FakeKernelRemote, loop: BackgroundLoop
 ) -> None:
     """200 sockets (20 kernels x 10 sessions) are cut together mid-cell, without close
     frames, and come back 1 s later with their session ids: each gets the rest of its cell
     replayed then live, in order, nothing twice; only frames already on the wire when the
     network broke may be missing; the front's memory is the same before and after."""
-    assert load_front.process is not None
-    network = FaultProxy(load_front.port, loop=loop)
+    assert fake_front.process is not None
+    network = FaultProxy(fake_front.port, loop=loop)
     kernels = [fake.new_kernel() for _ in range(20)]
     outputs = 30
     try:
-        async with logged_in(load_front) as http:
+        async with logged_in(fake_front) as http:
             cookie = cookie_header(http)
 
             async def connect(kernel: str, session: str | None = None) -> KernelConnection:
@@ -226,7 +211,7 @@ async def test_200_sockets_blipping_together_lose_nothing_they_had_not_been_sent
                     for kernel in kernels:
                         for _ in range(10):
                             tg.start_soon(open_one, kernel)
-            baseline = rss_mb(load_front.process.pid)
+            baseline = rss_mb(fake_front.process.pid)
 
             async def read(key: tuple[str, str], conn: KernelConnection) -> None:
                 """Record (type, value) of the cell's messages until idle or the cut."""
@@ -257,12 +242,12 @@ async def test_200_sockets_blipping_together_lose_nothing_they_had_not_been_sent
                                      "every socket's first outputs")
                     network.cut()  # 200 clients vanish at once, no close frames
                 await anyio.sleep(1)  # the blip: away for a second
-                during = rss_mb(load_front.process.pid)
+                during = rss_mb(fake_front.process.pid)
                 again = {key: await connect(key[0], key[1]) for key in conns}
                 async with anyio.create_task_group() as tg:
                     for key, conn in again.items():
                         tg.start_soon(read, key, conn)
-            after = rss_mb(load_front.process.pid)
+            after = rss_mb(fake_front.process.pid)
             await close_all(list(again.values()))
     finally:
         network.close()
@@ -283,21 +268,21 @@ async def test_200_sockets_blipping_together_lose_nothing_they_had_not_been_sent
     assert after - baseline < 100
 
 
-async def test_slow_reader_is_backpressured_not_buffered(load_front: Server,
+async def test_slow_reader_is_backpressured_not_buffered(fake_front: Server,
                                                          fake: FakeKernelRemote) -> None:
     """A client that stops reading while its kernel streams 96 MB holds the kernel back: what
     the remote managed to send stays a few MB ahead of the reader, the front's memory barely
     moves, and once the client reads again all 1536 outputs arrive, in order."""
-    assert load_front.process is not None
+    assert fake_front.process is not None
     kernel = fake.new_kernel()
     outputs, size = 1536, 64 * 1024
-    async with logged_in(load_front) as http:
-        conn = await KernelConnection.open(ws_url(load_front, kernel), cookie=cookie_header(http))
+    async with logged_in(fake_front) as http:
+        conn = await KernelConnection.open(ws_url(fake_front, kernel), cookie=cookie_header(http))
     try:
         await wait_until(lambda: any(c.kernel_id == kernel for c in fake.connections), 10,
                          "the upstream socket is open")
         upstream = next(c for c in fake.connections if c.kernel_id == kernel)
-        baseline = rss_mb(load_front.process.pid)
+        baseline = rss_mb(fake_front.process.pid)
         msg_id = await conn.request("execute_request", execute_request(f"emit {outputs} {size}"))
 
         # The client reads nothing: the remote must soon be unable to send more.
@@ -308,7 +293,7 @@ async def test_slow_reader_is_backpressured_not_buffered(load_front: Server,
                     last, still_since = upstream.sent, time.monotonic()
                 await anyio.sleep(0.1)
         ahead_mb = upstream.sent_bytes / 2**20
-        grown_mb = rss_mb(load_front.process.pid) - baseline
+        grown_mb = rss_mb(fake_front.process.pid) - baseline
         print(f"slow reader: the remote got {ahead_mb:.1f} MB ahead of the client, "
               f"front RSS +{grown_mb:.1f} MB")
         assert upstream.sent < outputs, "nothing held the remote back"
@@ -420,17 +405,17 @@ async def test_real_kernel_sockets_see_every_output_exactly_once_in_order(
 @pytest.mark.slow
 @pytest.mark.skipif(not SOAK_SECONDS, reason="set LOAD_SOAK_SECONDS to run the soak")
 async def test_soak_200_sockets_and_real_kernels_for_minutes(
-    load_front: Server, fake: FakeKernelRemote, front: Server, api: httpx.AsyncClient,
+    fake_front: Server, fake: FakeKernelRemote, front: Server, api: httpx.AsyncClient,
     real_kernel: str
 ) -> None:
     """For LOAD_SOAK_SECONDS: 200 sockets through one front keep running checked cells, while
     12 sockets on a real kernel run checked rounds through another; nothing is lost, and the
     front's memory at the end is within 64 MB of what it was after the first minute."""
-    assert load_front.process is not None
+    assert fake_front.process is not None
     tally, real_tally = Tally(), Tally()
     kernels = [fake.new_kernel() for _ in range(20)]
-    async with logged_in(load_front) as http:
-        conns = await open_sockets(load_front, http, kernels, 10)
+    async with logged_in(fake_front) as http:
+        conns = await open_sockets(fake_front, http, kernels, 10)
     real_conns = await open_sockets(front, api, [real_kernel], 12)
     started = time.monotonic()
 
@@ -444,7 +429,7 @@ async def test_soak_200_sockets_and_real_kernels_for_minutes(
         stop = anyio.Event()
         with anyio.fail_after(SOAK_SECONDS + 300):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(sample_rss, load_front.process.pid, tally, stop)
+                tg.start_soon(sample_rss, fake_front.process.pid, tally, stop)
                 tg.start_soon(real_rounds)
                 await hammer(conns, None, SOAK_SECONDS, 50, 256, tally)
                 stop.set()

@@ -6,18 +6,15 @@ reader that does not read."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
-import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 import websockets
 
-from fps_remote_kernels.launch import Server, front_server
+from fps_remote_kernels.launch import Server
 from fps_remote_kernels.upstream import (
     ConnectionClosed,
     HandshakeError,
@@ -29,54 +26,13 @@ from fps_remote_kernels.upstream import (
 
 from .conftest import cookie_header, ws_url
 from .fake_remote import FakeKernelRemote
-from .fault_proxy import BackgroundLoop
 from .harness import logged_in
 from .kernel_client import KernelConnection
+from .raw_websocket import accept_answer, close_payload, frame, read_frame
 
 pytestmark = pytest.mark.anyio
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]], Awaitable[None]]
-
-
-def frame(payload: bytes, opcode: int = 2, fin: bool = True, masked: bool = False) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if n < 126:
-        header = struct.pack("!BB", first, mask_bit | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if masked:
-        return header + b"\0\0\0\0" + payload  # a zero mask: the payload reads as is
-    return header + payload
-
-
-def close_payload(code: int, reason: str) -> bytes:
-    return code.to_bytes(2, "big") + reason.encode()
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One frame from the client (masked, as RFC 6455 requires of clients)."""
-    first, second = await reader.readexactly(2)
-    assert second & 0x80, "client frames are masked"
-    n = second & 0x7F
-    if n == 126:
-        n = struct.unpack("!H", await reader.readexactly(2))[0]
-    elif n == 127:
-        n = struct.unpack("!Q", await reader.readexactly(8))[0]
-    mask = await reader.readexactly(4)
-    data = await reader.readexactly(n)
-    return first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
-
-def accept_answer(headers: dict[str, str], extra: str = "") -> bytes:
-    accept = base64.b64encode(
-        hashlib.sha1(headers["sec-websocket-key"].encode() + GUID).digest()).decode()
-    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n").encode()
 
 
 @asynccontextmanager
@@ -450,22 +406,6 @@ async def test_the_connection_lost_without_a_close_frame() -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await conn.recv()
     assert closed.value.received is None
-
-
-@pytest.fixture(scope="module")
-def fake(loop: BackgroundLoop) -> Iterator[FakeKernelRemote]:
-    remote = FakeKernelRemote(loop)
-    yield remote
-    remote.close()
-
-
-@pytest.fixture(scope="module")
-def fake_front(fake: FakeKernelRemote, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[Server]:
-    server = front_server(tmp_path_factory.mktemp("upstream-front"), fake.url,
-                          "upstream-token").start()
-    yield server
-    server.stop()
 
 
 async def test_through_the_front_a_large_output_and_the_remotes_close_code_and_reason(
