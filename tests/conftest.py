@@ -112,6 +112,24 @@ async def api(front: Server) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def capi(collab: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """The API of the module's `collab` front (modules that use this define that fixture)."""
+    client = await login(collab)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def kernel(capi: httpx.AsyncClient) -> AsyncIterator[str]:
+    """A kernel started through the `collab` front, shut down afterwards."""
+    response = await capi.post("/api/kernels", json={"name": "python3"})
+    assert response.status_code == 201, response.text
+    kernel_id = str(response.json()["id"])
+    yield kernel_id
+    await capi.delete(f"/api/kernels/{kernel_id}")
+
+
+@pytest.fixture
 async def remote_api(remote: Server) -> AsyncIterator[httpx.AsyncClient]:
     """The remote's own API, to check what really happened there."""
     client = httpx.AsyncClient(base_url=remote.url, timeout=60, headers=remote.headers)

@@ -6,7 +6,7 @@ plugins."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -51,20 +51,6 @@ def collab(remote: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     server = _collab_front(tmp_path_factory.mktemp("collab-route"), remote).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-async def capi(collab: Server) -> AsyncIterator[httpx.AsyncClient]:
-    client = await login(collab)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def kernel(capi: httpx.AsyncClient) -> AsyncIterator[str]:
-    kernel_id = await start_kernel(capi)
-    yield kernel_id
-    await capi.delete(f"/api/kernels/{kernel_id}")
 
 
 async def test_malformed_bodies_are_refused(capi: httpx.AsyncClient, kernel: str) -> None:

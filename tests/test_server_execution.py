@@ -5,7 +5,7 @@ land in the collaboration room's Y document and in the .ipynb on disk."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -24,7 +24,7 @@ from .collab import (
     start_kernel,
     text_of,
 )
-from .conftest import ALL_KINDS, login
+from .conftest import ALL_KINDS
 
 pytestmark = [pytest.mark.anyio, ALL_KINDS]
 
@@ -56,20 +56,6 @@ def collab(remote: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                           collaboration=True).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-async def capi(collab: Server) -> AsyncIterator[httpx.AsyncClient]:
-    client = await login(collab)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def kernel(capi: httpx.AsyncClient) -> AsyncIterator[str]:
-    kernel_id = await start_kernel(capi)
-    yield kernel_id
-    await capi.delete(f"/api/kernels/{kernel_id}")
 
 
 async def test_outputs_land_in_the_room_and_on_disk(collab: Server, capi: httpx.AsyncClient,
