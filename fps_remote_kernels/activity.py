@@ -15,6 +15,7 @@ only if a substring check says it may be one.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import time
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ from .observers import Frame
 # below this. Larger frames are output or data, counted as activity and not looked into.
 _MAX_STATUS_FRAME = 16 * 1024
 _STATES = frozenset(("starting", "idle", "busy", "restarting", "dead"))
+# Status frames are most of what a kernel sends (two per execute): read them without parsing
+# JSON when they have the usual form. A header is a flat object whose keys are unescaped
+# strings, so `"msg_type": "status"` can only be its msg_type; a content that is exactly one
+# known state reads the same as its JSON. Anything else is parsed.
+_STATUS_TYPE = re.compile(rb'"msg_type"\s*:\s*"([a-z_]*)"')
+_STATE_ONLY = re.compile(rb'\s*\{\s*"execution_state"\s*:\s*"(starting|idle|busy|restarting|dead)"'
+                         rb'\s*\}\s*')
 # Kernels the front keeps activity for; the oldest is dropped beyond this (kernels deleted
 # elsewhere would otherwise stay forever).
 _MAX_KERNELS = 10_000
@@ -171,6 +179,13 @@ def _legacy_status(frame: Frame) -> str | None:
 
 
 def _state(header: bytes, content: bytes) -> str | None:
+    msg_type = _STATUS_TYPE.search(header)
+    if msg_type is not None:
+        if msg_type.group(1) != b"status":
+            return None
+        state = _STATE_ONLY.fullmatch(content)
+        if state is not None:
+            return state.group(1).decode()
     try:
         parsed_header, parsed_content = json.loads(header), json.loads(content)
     except (ValueError, RecursionError):

@@ -4,6 +4,7 @@ activity, sockets count as connections, and the remote's model is merged with wh
 from __future__ import annotations
 
 import json
+import struct
 
 import anyio
 import httpx
@@ -35,6 +36,32 @@ def test_v1_status_frames_set_the_state() -> None:
     assert activity.kernels[KERNEL].execution_state == "busy"
     activity.from_kernel(KERNEL, serialize_v1(status("idle")))
     assert activity.kernels[KERNEL].execution_state == "idle"
+
+
+def test_v1_status_read_without_json_reads_as_json_does() -> None:
+    """The JSON-free reading of usual status frames agrees with parsing them: other spacing,
+    extra content keys, an unknown state, a non-status msg_type, a broken content."""
+    def state_after(header: bytes, content: bytes, start: str = "starting") -> str | None:
+        activity = Activity()
+        activity.from_kernel(KERNEL, serialize_v1(status(start)))
+        parts = [b"iopub", header, b"{}", b"{}", content]
+        offsets = [8 * 7]
+        for part in parts:
+            offsets.append(offsets[-1] + len(part))
+        activity.from_kernel(KERNEL, struct.pack("<7Q", 6, *offsets) + b"".join(parts))
+        return activity.kernels[KERNEL].execution_state
+
+    header = json.dumps(status("idle")["header"]).encode()
+    assert b'"msg_type": "status"' in header
+    assert state_after(header, b'{"execution_state":"busy"}') == "busy"
+    assert state_after(header, b' { "execution_state" :  "idle" } ', start="busy") == "idle"
+    assert state_after(header, b'{"execution_state": "busy", "x": 1}') == "busy"
+    assert state_after(header, b'{"execution_state": "sleepy"}') == "starting"
+    assert state_after(header, b'{"execution_state": "busy"') == "starting"
+    stream = header.replace(b'"msg_type": "status"', b'"msg_type": "stream"')
+    assert state_after(stream, b'{"execution_state": "busy"}') == "starting"
+    spaced = header.replace(b'"msg_type": "status"', b'"msg_type" :\n"status"')
+    assert state_after(spaced, b'{"execution_state":"busy"}') == "busy"
 
 
 def test_legacy_status_frames_set_the_state() -> None:
