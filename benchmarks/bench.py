@@ -83,16 +83,30 @@ def _extend(into: dict[str, list[Any]], new: dict[str, list[Any]]) -> None:
 
 
 class Collector:
-    """Raw samples per scenario and target, accumulated over the rounds."""
+    """Raw samples per scenario and target, accumulated over the rounds; each `add` is one
+    round of one scenario, kept apart too, so that a round's own ratios can be computed."""
 
     def __init__(self) -> None:
         self.samples: dict[str, dict[str, list[Any]]] = {}
+        self.rounds: dict[str, list[dict[str, list[Any]]]] = {}
 
     def add(self, key: str, new: dict[str, list[Any]]) -> None:
         _extend(self.samples.setdefault(key, {}), new)
+        self.rounds.setdefault(key, []).append(new)
 
     def get(self, key: str) -> dict[str, list[Any]]:
         return self.samples.get(key, {})
+
+    def round_count(self) -> int:
+        return max((len(parts) for parts in self.rounds.values()), default=0)
+
+    def only_round(self, index: int) -> Collector:
+        """The samples of one round alone."""
+        one = Collector()
+        for key, parts in self.rounds.items():
+            if index < len(parts):
+                one.add(key, parts[index])
+        return one
 
 
 async def prepare_kernels(direct: Target, count: int) -> list[str]:
@@ -184,6 +198,18 @@ def _ratio_met(r: dict[str, Any], limit: float) -> bool | None:
 
 
 def aggregate(c: Collector, params: Params) -> list[dict[str, Any]]:
+    """The rows (medians pooled over the rounds), each with its plugin/direct ratio in every
+    round on its own (`round_ratios`): how much a ratio moved from round to round."""
+    rows = _aggregate(c, params)
+    if c.round_count() > 1:
+        per_round = [{r["key"]: r["ratio"]["plugin/direct"] for r in _aggregate(
+            c.only_round(i), params)} for i in range(c.round_count())]
+        for r in rows:
+            r["round_ratios"] = [one.get(r["key"]) for one in per_round]
+    return rows
+
+
+def _aggregate(c: Collector, params: Params) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def latency(key: str, title: str, unit: str, limit: float | None,

@@ -29,25 +29,34 @@ def _met(value: Any) -> str:
     return {True: "yes", False: "NO", None: ""}[value]
 
 
+def _spread(values: Any) -> str:
+    """The lowest and highest of a row's per-round ratios."""
+    known = [v for v in values or () if v is not None]
+    if len(known) < 2:
+        return ""
+    return f"{min(known):.2f}-{max(known):.2f}x"
+
+
 def rows(results: dict[str, Any]) -> list[list[str]]:
     out = []
     for r in results["scenarios"].values():
         median = r["median"]
         out.append([
             r["title"], r["unit"], *(_num(median.get(t)) for t in TARGET_ORDER),
-            _ratio(r["ratio"]["plugin/direct"]), _ratio(r["ratio"]["plugin/nginx"]),
-            r.get("target") or "", _met(r.get("met")),
+            _ratio(r["ratio"]["plugin/direct"]), _spread(r.get("round_ratios")),
+            _ratio(r["ratio"]["plugin/nginx"]), r.get("target") or "", _met(r.get("met")),
         ])
     return out
 
 
-HEADER = ["scenario", "unit", *TARGET_ORDER, "plugin/direct", "plugin/nginx", "target", "met"]
+HEADER = ["scenario", "unit", *TARGET_ORDER, "plugin/direct", "per round",
+          "plugin/nginx", "target", "met"]
 
 
 def table(results: dict[str, Any]) -> str:
     body = rows(results)
     widths = [max(len(line[i]) for line in [HEADER, *body]) for i in range(len(HEADER))]
-    align_right = {2, 3, 4, 5, 6}
+    align_right = {2, 3, 4, 5, 6, 7}
 
     def fmt(line: list[str]) -> str:
         return "  ".join(cell.rjust(w) if i in align_right else cell.ljust(w)
@@ -78,7 +87,7 @@ def markdown(results: dict[str, Any]) -> str:
     p = meta["params"]
     lines = [
         "| " + " | ".join(HEADER) + " |",
-        "|---|---|--:|--:|--:|--:|--:|---|---|",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|---|",
     ]
     for line in rows(results):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |")
