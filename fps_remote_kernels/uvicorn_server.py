@@ -2,9 +2,11 @@
 
 Jupyverse runs without its own server (`--set start_server=false`) and this module serves the
 same FastAPI app, on the host and port Jupyverse was given, with uvicorn: httptools parses HTTP
-(C, where anycorn uses h11 in Python), and a kernel message crosses the server in one call
-that does not yield to the event loop when the socket can take it (anycorn: a task, a lock and
-two checkpoints per message). Chosen by measurement: see benchmarks/RESULTS.md.
+(C, where anycorn uses h11 in Python), the websockets library's sans-I/O protocol parses
+WebSocket frames (anycorn and uvicorn's other protocol use wsproto: about twice the CPU a
+message), and a kernel message crosses the server in one call that does not yield to the event
+loop when the socket can take it (anycorn: a task, a lock and two checkpoints per message).
+Chosen by measurement: see benchmarks/RESULTS.md.
 
 Settings follow what the front does on anycorn, so that clients see no difference: no
 permessage-deflate (Jupyverse's default), no server pings to browsers, 16 MiB per client
@@ -34,8 +36,10 @@ KEEP_ALIVE_SECONDS = 5
 # At stop, connections still busy this long after the front's own sockets closed are dropped.
 GRACEFUL_STOP_SECONDS = 3
 
-# uvicorn 0.55's wsproto `WSProtocol.connection_lost`, whose disconnect code is corrected below.
-CONNECTION_LOST_DIGEST = "9a74b40570812bfe"
+# uvicorn 0.55's websockets-sansio protocol: the methods the subclass below changes or relies on.
+PROTOCOL_DIGEST = "d0f4179c028b3303a2b10de91477dc1d1dc0e715390021a1"
+# Client messages waiting for the app before reading from the client pauses.
+READ_AHEAD_MESSAGES = 2
 
 
 class ServerNotSupported(RuntimeError):
@@ -46,37 +50,66 @@ def _digest(function: Any) -> str:
     return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
 
 
+def protocol_digest(cls: type[Any]) -> str:
+    """One digest of the uvicorn methods `KernelSocketProtocol` was written against."""
+    return _digest(cls.connection_lost) + _digest(cls.send_receive_event_to_app) \
+        + _digest(cls.receive)
+
+
 def _kernel_socket_protocol() -> type[asyncio.Protocol]:
     try:
-        from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
     except ImportError:
         raise ServerNotSupported("remote_kernels.server=uvicorn needs uvicorn and httptools: "
                                  "pip install 'fps-remote-kernels[uvicorn]'") from None
-    found = _digest(WSProtocol.connection_lost)
-    if found != CONNECTION_LOST_DIGEST:
+    found = protocol_digest(WebSocketsSansIOProtocol)
+    if found != PROTOCOL_DIGEST:
         raise ServerNotSupported(
-            f"uvicorn {version('uvicorn')} changed WSProtocol.connection_lost (digest {found}, "
-            f"expected {CONNECTION_LOST_DIGEST}): check how it reports a client that vanished, "
-            "or use remote_kernels.server=anycorn")
+            f"uvicorn {version('uvicorn')} changed its websockets-sansio protocol (digest "
+            f"{found}, expected {PROTOCOL_DIGEST}): check how it reports a client that "
+            "vanished and how it pauses reading, or use remote_kernels.server=anycorn")
 
-    class KernelSocketProtocol(WSProtocol):  # type: ignore[misc]
-        """A connection lost with no Close frame is 1006 (RFC 6455 7.1.5; anycorn says so):
-        uvicorn says 1005, the code of a Close frame without a code, which JupyterLab sends
-        when it closes a socket on purpose. The bridge keeps the upstream socket of a client
-        that vanished (1006) for its reconnect, and ends it at once on a deliberate close."""
+    class KernelSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
+        """uvicorn's WebSocket protocol on the websockets library's sans-I/O parser (about
+        half the CPU a message of its wsproto one, see benchmarks/RESULTS.md), with two
+        corrections for a kernel socket relay."""
 
         def connection_lost(self, exc: Exception | None) -> None:
-            vanished = self.handshake_complete and not self.response_started \
-                and not self.close_sent
+            """A connection lost with no Close frame is 1006 (RFC 6455 7.1.5; anycorn says
+            so): uvicorn says 1005, the code of a Close frame without a code, which JupyterLab
+            sends when it closes a socket on purpose. The bridge keeps the upstream socket of
+            a client that vanished (1006) for its reconnect, and ends it at once on a
+            deliberate close."""
+            vanished = (self.handshake_complete and self.initial_response is None
+                        and self.conn.close_rcvd is None and not self.close_sent)
             if not vanished:
                 super().connection_lost(exc)
                 return
-            # uvicorn picks 1006 when `response_started` is set; it is read there only.
-            self.response_started = True
+            # uvicorn picks 1006 when a denial response was started; it is read there only.
+            self.initial_response = (0, [], b"")
             try:
                 super().connection_lost(exc)
             finally:
-                self.response_started = False
+                self.initial_response = None
+
+        def send_receive_event_to_app(self) -> None:
+            """uvicorn pauses reading after every client message until the app has taken it:
+            two changes of the event loop's interest in the socket a message, which the
+            bridge, taking each message at once, never needed. Reading pauses only once
+            READ_AHEAD_MESSAGES wait (the bound on what a client can queue stays a message
+            count); `receive` resumes it when the queue is empty, as before."""
+            paused = self.read_paused
+            self.read_paused = True  # uvicorn pauses only when this is False
+            try:
+                super().send_receive_event_to_app()
+            finally:
+                self.read_paused = paused
+            if (not paused and self.queue.qsize() >= READ_AHEAD_MESSAGES
+                    and not self.transport.is_closing()):
+                self.read_paused = True
+                self.transport.pause_reading()
 
     return KernelSocketProtocol
 

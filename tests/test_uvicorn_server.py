@@ -5,12 +5,15 @@ it was written for. (The whole suite runs on it with REMOTE_KERNELS_TEST_SERVER=
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import socket
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import anyio
 import pytest
 
 from fps_remote_kernels import uvicorn_server
@@ -33,12 +36,13 @@ def uvicorn_front(remote: Server, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def test_uvicorn_protocol_is_the_code_the_subclass_was_written_for() -> None:
-    """uvicorn's wsproto WSProtocol.connection_lost is unchanged: when this fails, check which
-    code uvicorn reports for a client gone without a Close frame, and update the digest."""
-    from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+    """uvicorn's websockets-sansio protocol is unchanged where the subclass changes it: when
+    this fails, check which code uvicorn reports for a client gone without a Close frame and
+    how it pauses reading, then update the digest."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-    assert uvicorn_server._digest(WSProtocol.connection_lost) \
-        == uvicorn_server.CONNECTION_LOST_DIGEST
+    assert uvicorn_server.protocol_digest(WebSocketsSansIOProtocol) \
+        == uvicorn_server.PROTOCOL_DIGEST
 
 
 async def test_uvicorn_front_serves_rest_and_kernel_sockets(uvicorn_front: Server) -> None:
@@ -113,3 +117,128 @@ async def test_a_vanished_client_is_told_apart_from_a_deliberate_close(
     finally:
         proxy.close()
         await api.aclose()
+
+
+class _Transport(asyncio.Transport):
+    """Records what uvicorn's protocol asks of its socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+        self.pauses = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 1), "peername": ("127.0.0.1", 2)}.get(name, default)
+
+
+_HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _client_frame(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x82, 0x80 | len(payload)]) + mask + masked  # FIN + binary, < 126 bytes
+
+
+async def _opened_protocol(app: Any) -> tuple[Any, _Transport]:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    cls = uvicorn_server._kernel_socket_protocol()
+    config = Config(app, ws=cls, lifespan="off", log_config=None)
+    config.load()
+    protocol = cls(config=config, server_state=ServerState(), app_state={})
+    transport = _Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(_HANDSHAKE)
+    return protocol, transport
+
+
+async def test_reading_from_a_client_pauses_only_when_its_messages_wait() -> None:
+    """An app that takes each client message at once never pauses reading; one that does not
+    read pauses it at READ_AHEAD_MESSAGES waiting, and reading resumes once it took them."""
+    taken: list[bytes] = []
+    go = asyncio.Event()
+    accepted = asyncio.Event()
+    took = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        while True:
+            if len(taken) == 50:
+                await go.wait()  # stop reading for a while
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            taken.append(message["bytes"])
+            took.set()
+
+    async def until_taken(count: int) -> None:
+        while len(taken) < count:
+            took.clear()
+            await took.wait()
+
+    protocol, transport = await _opened_protocol(app)
+    with anyio.fail_after(10):
+        await accepted.wait()
+        for i in range(50):
+            protocol.data_received(_client_frame(b"%d" % i))
+            await until_taken(i + 1)
+        assert transport.pauses == 0
+        for i in range(uvicorn_server.READ_AHEAD_MESSAGES):
+            assert not transport.paused
+            protocol.data_received(_client_frame(b"late %d" % i))
+        assert transport.paused and transport.pauses == 1
+        go.set()
+        await until_taken(50 + uvicorn_server.READ_AHEAD_MESSAGES)
+        assert not transport.paused
+        assert taken[-1] == b"late %d" % (uvicorn_server.READ_AHEAD_MESSAGES - 1)
+    protocol.connection_lost(None)
+
+
+@pytest.mark.parametrize(("close_frame", "expected"), [
+    (None, 1006),  # gone without a Close frame
+    (bytes([0x88, 0x80]) + bytes(4), 1005),  # a Close frame without a code, masked
+], ids=["vanished", "closed"])
+async def test_a_connection_lost_without_a_close_frame_is_1006_and_a_close_frame_keeps_its_code(
+        close_frame: bytes | None, expected: int) -> None:
+    """The app hears 1006 from a client gone without a Close frame, and the client's own code
+    (here 1005, a Close frame without one) when it sent a Close frame."""
+    heard: list[int] = []
+    accepted, disconnected = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        message = await receive()
+        heard.append(int(message["code"]))
+        disconnected.set()
+
+    protocol, _ = await _opened_protocol(app)
+    with anyio.fail_after(10):
+        await accepted.wait()
+        if close_frame is not None:
+            protocol.data_received(close_frame)
+        protocol.connection_lost(None)
+        await disconnected.wait()
+    assert heard == [expected]
