@@ -96,7 +96,10 @@ class KernelChannelsBridge:
         self.away = False  # its client vanished; it keeps the upstream for a reconnect
         self._scope = CancelScope()
         self._ending: tuple[int, str] | None = None  # the close code the client gets
-        self.finished = Event()
+        # Made only when someone waits (a newer socket of the same session, rarely): an
+        # Event is about 1 KiB, held for the socket's whole life.
+        self._finished: Event | None = None
+        self._done = False
 
     def shutdown(self) -> None:
         """End the bridge now (the front is stopping): the client gets 1012 Service Restart."""
@@ -120,7 +123,17 @@ class KernelChannelsBridge:
         try:
             await self._run()
         finally:
-            self.finished.set()
+            self._done = True
+            if self._finished is not None:
+                self._finished.set()
+
+    async def wait_finished(self) -> None:
+        """Return once `run()` has returned."""
+        if self._done:
+            return
+        if self._finished is None:
+            self._finished = Event()
+        await self._finished.wait()
 
     async def _run(self) -> None:
         with self._scope:
@@ -206,9 +219,11 @@ class KernelChannelsBridge:
         for observer in self.observers:
             observer.opened(self.kernel_id, self.session_id)
         try:
+            # The client's pump runs in this task, the upstream's in one child: a task (with
+            # anyio's handle, event and cancel scope) is about 3 KiB per open socket.
             async with create_task_group() as tg:
-                tg.start_soon(self._client_to_upstream, upstream, wire, tg.cancel_scope)
                 tg.start_soon(self._upstream_to_client, upstream, wire, tg.cancel_scope)
+                await self._client_to_upstream(upstream, wire, tg.cancel_scope)
         finally:
             for observer in self.observers:
                 observer.closed(self.kernel_id, self.session_id)
