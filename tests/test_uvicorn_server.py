@@ -41,6 +41,84 @@ def test_uvicorn_protocol_is_the_code_the_subclass_was_written_for() -> None:
         == uvicorn_server.CONNECTION_LOST_DIGEST
 
 
+def test_uvicorn_protocol_queue_and_event_are_used_as_written_for() -> None:
+    """uvicorn's wsproto WSProtocol is unchanged: the front replaces its queue and `writable`
+    event by lighter ones that offer only what it uses. When this fails, check what uvicorn
+    asks of them (and of its WSConnection) and update the digest."""
+    from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+
+    assert uvicorn_server._digest(WSProtocol) == uvicorn_server.WS_PROTOCOL_DIGEST
+
+
+async def test_inbox_returns_messages_in_order_and_wakes_one_getter() -> None:
+    """The lighter queue returns what was put, in order, across a backlog, to waiting getters."""
+    import anyio
+
+    inbox = uvicorn_server._Inbox()
+    got: list[int] = []
+
+    async def get() -> None:
+        got.append(await inbox.get())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(get)
+        tg.start_soon(get)
+        await anyio.wait_all_tasks_blocked()
+        inbox.put_nowait(1)
+        inbox.put_nowait(2)
+    assert got == [1, 2] and inbox.empty()
+    for i in range(200):  # a backlog longer than the trimming step
+        inbox.put_nowait(i)
+    assert [await inbox.get() for _ in range(200)] == list(range(200))
+    assert inbox.empty()
+
+
+async def test_inbox_getter_cancelled_after_its_wake_up_passes_it_on() -> None:
+    """As asyncio.Queue: a getter cancelled once woken does not swallow the message's wake-up."""
+    import anyio
+
+    inbox = uvicorn_server._Inbox()
+    got: list[int] = []
+    first = anyio.CancelScope()
+
+    async def cancelled_get() -> None:
+        with first:
+            await inbox.get()
+
+    async def get() -> None:
+        got.append(await inbox.get())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cancelled_get)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(get)
+        await anyio.wait_all_tasks_blocked()
+        inbox.put_nowait(7)  # wakes the first getter ...
+        first.cancel()  # ... which is cancelled before it runs
+    assert got == [7]
+
+
+async def test_flag_wakes_waiters_on_set() -> None:
+    """The lighter `writable` event: set at first; clear makes wait() wait until set()."""
+    import anyio
+
+    flag = uvicorn_server._Flag()
+    assert flag.is_set() and await flag.wait()
+    flag.clear()
+    woken: list[bool] = []
+
+    async def wait() -> None:
+        woken.append(await flag.wait())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        tg.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        assert woken == []
+        flag.set()
+    assert woken == [True, True]
+
+
 async def test_uvicorn_front_serves_rest_and_kernel_sockets(uvicorn_front: Server) -> None:
     """A uvicorn front lists kernels, starts one and runs code on its socket."""
     assert "The front is served by uvicorn" in uvicorn_front.log_path.read_text()
