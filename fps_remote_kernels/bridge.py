@@ -62,13 +62,19 @@ def _relay_as_is(frame: Frame) -> Frame:
     return frame
 
 
+# The wires of the known pairs, shared by every socket.
+_V1_WIRE = Wire(V1_PROTOCOL, check_v1_frame, refuse_text_on_v1, None)
+_TRANSLATED_WIRE = Wire(None, legacy_to_v1, legacy_to_v1, v1_to_legacy)
+_LEGACY_WIRE = Wire(None, check_legacy_frame, check_legacy_frame, None)
+
+
 def choose_wire(offered: list[str], upstream_protocol: str | None) -> Wire:
     if upstream_protocol == V1_PROTOCOL and V1_PROTOCOL in offered:
-        return Wire(V1_PROTOCOL, check_v1_frame, refuse_text_on_v1, None)
+        return _V1_WIRE
     if upstream_protocol == V1_PROTOCOL:
-        return Wire(None, legacy_to_v1, legacy_to_v1, v1_to_legacy)
+        return _TRANSLATED_WIRE
     if upstream_protocol is None:
-        return Wire(None, check_legacy_frame, check_legacy_frame, None)
+        return _LEGACY_WIRE
     # A subprotocol we do not know: relay it as the client and the remote agreed.
     return Wire(upstream_protocol, _relay_as_is, _relay_as_is, None)
 
@@ -80,6 +86,9 @@ def upstream_offer(offered: list[str]) -> list[str]:
 
 class KernelChannelsBridge:
     """One client kernel WebSocket joined to one upstream kernel WebSocket."""
+
+    __slots__ = ("websocket", "client", "kernel_id", "session_id", "kernel_exists", "observers",
+                 "replay", "_client_vanished", "away", "_scope", "_ending", "_finished", "_done")
 
     def __init__(self, websocket: WebSocket, client: RemoteClient, kernel_id: str,
                  session_id: str, kernel_exists: Callable[[], Awaitable[object]] | None,
