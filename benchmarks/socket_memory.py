@@ -56,18 +56,12 @@ if os.environ.get("SOCKET_MEMORY_DUMP"):
     signal.signal(signal.SIGUSR1, _dump)
 '''
 
-# Innermost frame in one of these (checked in order) names where an allocation belongs.
-_PACKAGES = ("fps_remote_kernels", "uvicorn", "wsproto", "h11", "anycorn", "starlette",
-             "fastapi", "anyio", "structlog", "websockets", "uvloop", "jupyverse", "fps_",
-             "asyncio", "python3")
-
-
 def _package(filename: str) -> str:
-    for name in _PACKAGES:
-        if f"/{name}" in filename:
-            if name == "fps_remote_kernels":
-                return "fps_remote_kernels/" + Path(filename).name
-            return name
+    """`fastapi/routing.py` for a file of an installed package, else the file's name."""
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1]
+    if "/fps_remote_kernels/" in filename:
+        return "fps_remote_kernels/" + Path(filename).name
     return Path(filename).name
 
 
@@ -107,7 +101,8 @@ def _report(where: Path, before: int, after: int, sockets: int, top: int) -> Non
         key = _where(d.traceback)
         groups[key] += d.size_diff
         counts[key] += d.count_diff
-        packages[key.rsplit(":", 1)[0]] += d.size_diff
+        packages[key.split("/", 1)[0] if "fps_remote_kernels" not in key
+                 else key.rsplit(":", 1)[0]] += d.size_diff
     print("\nper package/file (innermost frame outside the standard library), bytes per socket:")
     for name, size in packages.most_common(top):
         print(f"  {size / sockets:9.0f}  {name}")
