@@ -62,13 +62,19 @@ def _relay_as_is(frame: Frame) -> Frame:
     return frame
 
 
+# The wires of the known pairs, shared by every socket.
+_V1_WIRE = Wire(V1_PROTOCOL, check_v1_frame, refuse_text_on_v1, None)
+_TRANSLATED_WIRE = Wire(None, legacy_to_v1, legacy_to_v1, v1_to_legacy)
+_LEGACY_WIRE = Wire(None, check_legacy_frame, check_legacy_frame, None)
+
+
 def choose_wire(offered: list[str], upstream_protocol: str | None) -> Wire:
     if upstream_protocol == V1_PROTOCOL and V1_PROTOCOL in offered:
-        return Wire(V1_PROTOCOL, check_v1_frame, refuse_text_on_v1, None)
+        return _V1_WIRE
     if upstream_protocol == V1_PROTOCOL:
-        return Wire(None, legacy_to_v1, legacy_to_v1, v1_to_legacy)
+        return _TRANSLATED_WIRE
     if upstream_protocol is None:
-        return Wire(None, check_legacy_frame, check_legacy_frame, None)
+        return _LEGACY_WIRE
     # A subprotocol we do not know: relay it as the client and the remote agreed.
     return Wire(upstream_protocol, _relay_as_is, _relay_as_is, None)
 
@@ -80,6 +86,9 @@ def upstream_offer(offered: list[str]) -> list[str]:
 
 class KernelChannelsBridge:
     """One client kernel WebSocket joined to one upstream kernel WebSocket."""
+
+    __slots__ = ("websocket", "client", "kernel_id", "session_id", "kernel_exists", "observers",
+                 "replay", "_client_vanished", "away", "_scope", "_ending", "_finished", "_done")
 
     def __init__(self, websocket: WebSocket, client: RemoteClient, kernel_id: str,
                  session_id: str, kernel_exists: Callable[[], Awaitable[object]] | None,
@@ -96,7 +105,10 @@ class KernelChannelsBridge:
         self.away = False  # its client vanished; it keeps the upstream for a reconnect
         self._scope = CancelScope()
         self._ending: tuple[int, str] | None = None  # the close code the client gets
-        self.finished = Event()
+        # Made only when someone waits (a newer socket of the same session, rarely): an
+        # Event is about 1 KiB, held for the socket's whole life.
+        self._finished: Event | None = None
+        self._done = False
 
     def shutdown(self) -> None:
         """End the bridge now (the front is stopping): the client gets 1012 Service Restart."""
@@ -120,7 +132,17 @@ class KernelChannelsBridge:
         try:
             await self._run()
         finally:
-            self.finished.set()
+            self._done = True
+            if self._finished is not None:
+                self._finished.set()
+
+    async def wait_finished(self) -> None:
+        """Return once `run()` has returned."""
+        if self._done:
+            return
+        if self._finished is None:
+            self._finished = Event()
+        await self._finished.wait()
 
     async def _run(self) -> None:
         with self._scope:
@@ -206,9 +228,11 @@ class KernelChannelsBridge:
         for observer in self.observers:
             observer.opened(self.kernel_id, self.session_id)
         try:
+            # The client's pump runs in this task, the upstream's in one child: a task (with
+            # anyio's handle, event and cancel scope) is about 3 KiB per open socket.
             async with create_task_group() as tg:
-                tg.start_soon(self._client_to_upstream, upstream, wire, tg.cancel_scope)
                 tg.start_soon(self._upstream_to_client, upstream, wire, tg.cancel_scope)
+                await self._client_to_upstream(upstream, wire, tg.cancel_scope)
         finally:
             for observer in self.observers:
                 observer.closed(self.kernel_id, self.session_id)

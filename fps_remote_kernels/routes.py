@@ -426,7 +426,7 @@ class _RemoteKernels(Kernels):
             # when its socket closes must not forget the newer one's.
             older.replace()
             with anyio.move_on_after(5):
-                await older.finished.wait()
+                await older.wait_finished()
         self._live[key] = bridge
         self._bridges.add(bridge)
         try:

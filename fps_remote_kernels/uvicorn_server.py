@@ -2,11 +2,9 @@
 
 Jupyverse runs without its own server (`--set start_server=false`) and this module serves the
 same FastAPI app, on the host and port Jupyverse was given, with uvicorn: httptools parses HTTP
-(C, where anycorn uses h11 in Python), the websockets library's sans-I/O protocol parses
-WebSocket frames (anycorn and uvicorn's other protocol use wsproto: about twice the CPU a
-message), and a kernel message crosses the server in one call that does not yield to the event
-loop when the socket can take it (anycorn: a task, a lock and two checkpoints per message).
-Chosen by measurement: see benchmarks/RESULTS.md.
+(C, where anycorn uses h11 in Python), and a kernel message crosses the server in one call
+that does not yield to the event loop when the socket can take it (anycorn: a task, a lock and
+two checkpoints per message). Chosen by measurement: see benchmarks/RESULTS.md.
 
 Settings follow what the front does on anycorn, so that clients see no difference: no
 permessage-deflate (Jupyverse's default), no server pings to browsers, 16 MiB per client
@@ -36,8 +34,16 @@ KEEP_ALIVE_SECONDS = 5
 # At stop, connections still busy this long after the front's own sockets closed are dropped.
 GRACEFUL_STOP_SECONDS = 3
 
-# uvicorn 0.55's websockets-sansio protocol: the methods the subclass below changes or relies on.
-PROTOCOL_DIGEST = "d0f4179c028b3303a2b10de91477dc1d1dc0e715390021a1"
+# uvicorn 0.55's wsproto `WSProtocol.connection_lost`, whose disconnect code is corrected below.
+CONNECTION_LOST_DIGEST = "9a74b40570812bfe"
+# uvicorn 0.55's whole wsproto `WSProtocol`, whose queue and `writable` event are replaced by
+# lighter ones below, and whose WSConnection is replaced by the connection it wraps once the
+# handshake is done: what it asks of them must not have changed.
+WS_PROTOCOL_DIGEST = "54a45040581c8875"
+# wsproto 1.3's `WSConnection`: once the handshake is done it only passes `send`,
+# `receive_data`, `events` and `state` on to its `connection` (after the handshake's events,
+# which uvicorn has read by then).
+WS_CONNECTION_DIGEST = "29da9c6a18f10d02"
 # Client messages waiting for the app before reading from the client pauses.
 READ_AHEAD_MESSAGES = 2
 
@@ -50,66 +56,184 @@ def _digest(function: Any) -> str:
     return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
 
 
-def protocol_digest(cls: type[Any]) -> str:
-    """One digest of the uvicorn methods `KernelSocketProtocol` was written against."""
-    return _digest(cls.connection_lost) + _digest(cls.send_receive_event_to_app) \
-        + _digest(cls.receive)
+class _Inbox:
+    """What uvicorn's WSProtocol asks of its `asyncio.Queue` (unbounded): `put_nowait`, `get`,
+    `empty`. asyncio's queue holds three deques and an Event, about 3.3 KiB for each open
+    socket; this holds a list read from an index and the getters' futures (usually none)."""
+
+    __slots__ = ("_items", "_next", "_getters")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._next = 0
+        self._getters: list[asyncio.Future[None]] = []
+
+    def empty(self) -> bool:
+        return self._next == len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items) - self._next
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    async def get(self) -> Any:
+        # As asyncio.Queue.get: a cancelled getter that was woken passes the wake-up on.
+        while self._next == len(self._items):
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                try:
+                    self._getters.remove(getter)
+                except ValueError:
+                    pass
+                if not self.empty() and not getter.cancelled():
+                    self._wake_next()
+                raise
+        items = self._items
+        item = items[self._next]
+        items[self._next] = None
+        self._next += 1
+        if self._next == len(items):
+            items.clear()
+            self._next = 0
+        elif self._next >= 64:  # a backlog: let the returned ones go
+            del items[:self._next]
+            self._next = 0
+        return item
+
+
+class _Flag:
+    """What uvicorn's WSProtocol asks of its `writable` asyncio.Event (`set`, `clear`,
+    `wait`), without the Event's deque (about 1 KiB a socket)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True  # uvicorn sets it at once
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
 
 
 def _kernel_socket_protocol() -> type[asyncio.Protocol]:
     try:
-        from uvicorn.protocols.websockets.websockets_sansio_impl import (
-            WebSocketsSansIOProtocol,
-        )
+        from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
     except ImportError:
         raise ServerNotSupported("remote_kernels.server=uvicorn needs uvicorn and httptools: "
                                  "pip install 'fps-remote-kernels[uvicorn]'") from None
-    found = protocol_digest(WebSocketsSansIOProtocol)
-    if found != PROTOCOL_DIGEST:
+    found = _digest(WSProtocol.connection_lost)
+    if found != CONNECTION_LOST_DIGEST:
         raise ServerNotSupported(
-            f"uvicorn {version('uvicorn')} changed its websockets-sansio protocol (digest "
-            f"{found}, expected {PROTOCOL_DIGEST}): check how it reports a client that "
-            "vanished and how it pauses reading, or use remote_kernels.server=anycorn")
+            f"uvicorn {version('uvicorn')} changed WSProtocol.connection_lost (digest {found}, "
+            f"expected {CONNECTION_LOST_DIGEST}): check how it reports a client that vanished, "
+            "or use remote_kernels.server=anycorn")
+    from wsproto import WSConnection
 
-    class KernelSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
-        """uvicorn's WebSocket protocol on the websockets library's sans-I/O parser (about
-        half the CPU a message of its wsproto one, see benchmarks/RESULTS.md), with two
-        corrections for a kernel socket relay."""
+    # Another uvicorn or wsproto may use them otherwise: then they stay their own.
+    light = _digest(WSProtocol) == WS_PROTOCOL_DIGEST \
+        and _digest(WSConnection) == WS_CONNECTION_DIGEST
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            """A connection lost with no Close frame is 1006 (RFC 6455 7.1.5; anycorn says
-            so): uvicorn says 1005, the code of a Close frame without a code, which JupyterLab
-            sends when it closes a socket on purpose. The bridge keeps the upstream socket of
-            a client that vanished (1006) for its reconnect, and ends it at once on a
-            deliberate close."""
-            vanished = (self.handshake_complete and self.initial_response is None
-                        and self.conn.close_rcvd is None and not self.close_sent)
-            if not vanished:
-                super().connection_lost(exc)
-                return
-            # uvicorn picks 1006 when a denial response was started; it is read there only.
-            self.initial_response = (0, [], b"")
-            try:
-                super().connection_lost(exc)
-            finally:
-                self.initial_response = None
+    class KernelSocketProtocol(WSProtocol):  # type: ignore[misc]
+        """A connection lost with no Close frame is 1006 (RFC 6455 7.1.5; anycorn says so):
+        uvicorn says 1005, the code of a Close frame without a code, which JupyterLab sends
+        when it closes a socket on purpose. The bridge keeps the upstream socket of a client
+        that vanished (1006) for its reconnect, and ends it at once on a deliberate close.
 
-        def send_receive_event_to_app(self) -> None:
-            """uvicorn pauses reading after every client message until the app has taken it:
-            two changes of the event loop's interest in the socket a message, which the
-            bridge, taking each message at once, never needed. Reading pauses only once
-            READ_AHEAD_MESSAGES wait (the bound on what a client can queue stays a message
-            count); `receive` resumes it when the queue is empty, as before."""
+        Its received-message queue and `writable` event are lighter ones (see _Inbox and
+        _Flag), and once the handshake is done it talks to wsproto's connection directly,
+        letting the handshake's h11 connection and request go: the same behaviour, about
+        6 KiB less for each open socket. Reading a client pauses only when messages wait
+        (see handle_message)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if light:
+                self.queue = _Inbox()  # type: ignore[assignment]
+                self.writable = _Flag()  # type: ignore[assignment]
+
+        # Not a coroutine function: a message after the handshake costs one call, no frame.
+        def send(self, message: Any) -> Any:
+            if self.handshake_complete or not light:
+                return WSProtocol.send(self, message)
+            return self._send_handshake(message)
+
+        async def _send_handshake(self, message: Any) -> None:
+            await WSProtocol.send(self, message)
+            conn = self.conn
+            if isinstance(conn, WSConnection) and conn.connection is not None:
+                self.conn = conn.connection  # type: ignore[assignment]
+
+        def handle_message(self, event: Any) -> None:
+            """uvicorn pauses reading a client's socket after each of its messages until the
+            app has taken it: two changes of the event loop's interest in the socket a
+            message, which the bridge, taking each message at once, never needed. Reading
+            pauses only once READ_AHEAD_MESSAGES wait (still a bound on what a client can
+            queue); `receive` resumes it when the queue is empty, as before."""
+            if not light:
+                return WSProtocol.handle_message(self, event)
             paused = self.read_paused
             self.read_paused = True  # uvicorn pauses only when this is False
             try:
-                super().send_receive_event_to_app()
+                WSProtocol.handle_message(self, event)
             finally:
                 self.read_paused = paused
             if (not paused and self.queue.qsize() >= READ_AHEAD_MESSAGES
                     and not self.transport.is_closing()):
                 self.read_paused = True
                 self.transport.pause_reading()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            vanished = self.handshake_complete and not self.response_started \
+                and not self.close_sent
+            if not vanished:
+                super().connection_lost(exc)
+                return
+            # uvicorn picks 1006 when `response_started` is set; it is read there only.
+            self.response_started = True
+            try:
+                super().connection_lost(exc)
+            finally:
+                self.response_started = False
 
     return KernelSocketProtocol
 

@@ -1,7 +1,7 @@
 """The front served by uvicorn (`remote_kernels.server=uvicorn`): it answers REST and kernel
 sockets as on anycorn, it tells a client that vanished from one that closed on purpose, it
-and the uvicorn code it subclasses is the code
-it was written for. (The whole suite runs on it with REMOTE_KERNELS_TEST_SERVER=uvicorn.)"""
+pauses reading a client only when its messages wait, and the uvicorn code it subclasses is the
+code it was written for. (The whole suite runs on it with REMOTE_KERNELS_TEST_SERVER=uvicorn.)"""
 
 from __future__ import annotations
 
@@ -36,13 +36,91 @@ def uvicorn_front(remote: Server, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def test_uvicorn_protocol_is_the_code_the_subclass_was_written_for() -> None:
-    """uvicorn's websockets-sansio protocol is unchanged where the subclass changes it: when
-    this fails, check which code uvicorn reports for a client gone without a Close frame and
-    how it pauses reading, then update the digest."""
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    """uvicorn's wsproto WSProtocol.connection_lost is unchanged: when this fails, check which
+    code uvicorn reports for a client gone without a Close frame, and update the digest."""
+    from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 
-    assert uvicorn_server.protocol_digest(WebSocketsSansIOProtocol) \
-        == uvicorn_server.PROTOCOL_DIGEST
+    assert uvicorn_server._digest(WSProtocol.connection_lost) \
+        == uvicorn_server.CONNECTION_LOST_DIGEST
+
+
+def test_uvicorn_protocol_queue_and_event_are_used_as_written_for() -> None:
+    """uvicorn's wsproto WSProtocol is unchanged: the front replaces its queue and `writable`
+    event by lighter ones that offer only what it uses. When this fails, check what uvicorn
+    asks of them (and of its WSConnection) and update the digest."""
+    from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+
+    assert uvicorn_server._digest(WSProtocol) == uvicorn_server.WS_PROTOCOL_DIGEST
+
+
+def test_wsproto_connection_is_a_pass_through_once_open() -> None:
+    """wsproto's WSConnection is unchanged: once the handshake is done it only passes calls on
+    to its `connection`, which the front's uvicorn protocol then uses directly. When this
+    fails, check that it still does and update the digest."""
+    from wsproto import WSConnection
+
+    assert uvicorn_server._digest(WSConnection) == uvicorn_server.WS_CONNECTION_DIGEST
+
+
+async def test_inbox_returns_messages_in_order_and_wakes_one_getter() -> None:
+    """The lighter queue returns what was put, in order, across a backlog, to waiting getters."""
+    import anyio
+
+    inbox = uvicorn_server._Inbox()
+    got: list[int] = []
+
+    async def get() -> None:
+        got.append(await inbox.get())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(get)
+        tg.start_soon(get)
+        await anyio.wait_all_tasks_blocked()
+        inbox.put_nowait(1)
+        inbox.put_nowait(2)
+    assert got == [1, 2] and inbox.empty()
+    for i in range(200):  # a backlog longer than the trimming step
+        inbox.put_nowait(i)
+    assert [await inbox.get() for _ in range(200)] == list(range(200))
+    assert inbox.empty()
+
+
+async def test_inbox_getter_cancelled_after_its_wake_up_passes_it_on() -> None:
+    """As asyncio.Queue: a getter cancelled once woken does not swallow the message's wake-up."""
+    import asyncio
+
+    import anyio
+
+    inbox = uvicorn_server._Inbox()
+    first = asyncio.ensure_future(inbox.get())
+    second = asyncio.ensure_future(inbox.get())
+    await anyio.wait_all_tasks_blocked()
+    inbox.put_nowait(7)  # wakes the first getter ...
+    first.cancel()  # ... which is cancelled before it runs (asyncio's Task.cancel)
+    with anyio.fail_after(5):
+        assert await second == 7
+    assert first.cancelled() and inbox.empty()
+
+
+async def test_flag_wakes_waiters_on_set() -> None:
+    """The lighter `writable` event: set at first; clear makes wait() wait until set()."""
+    import anyio
+
+    flag = uvicorn_server._Flag()
+    assert flag.is_set() and await flag.wait()
+    flag.clear()
+    woken: list[bool] = []
+
+    async def wait() -> None:
+        woken.append(await flag.wait())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        tg.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        assert woken == []
+        flag.set()
+    assert woken == [True, True]
 
 
 async def test_uvicorn_front_serves_rest_and_kernel_sockets(uvicorn_front: Server) -> None:
@@ -117,8 +195,6 @@ async def test_a_vanished_client_is_told_apart_from_a_deliberate_close(
     finally:
         proxy.close()
         await api.aclose()
-
-
 class _Transport(asyncio.Transport):
     """Records what uvicorn's protocol asks of its socket."""
 
