@@ -68,7 +68,8 @@ async def test_outputs_land_in_the_room_and_on_disk(collab: Server, capi: httpx.
     first = cell_of(saved, "c1")
     kinds = [(o["output_type"], o.get("name")) for o in first["outputs"]]
     assert kinds == [("stream", "stdout"), ("stream", "stderr"), ("display_data", None),
-                     ("display_data", None), ("stream", "stdout"), ("execute_result", None)]
+                     ("display_data", None), ("stream", "stdout"), ("execute_result", None)], \
+        first["outputs"]  # the texts, to tell a kernel's own warning from a lost message
     assert first["outputs"][0]["text"] == "a\nb\n"
     assert first["outputs"][2] == {"output_type": "display_data", "metadata": {"m": 1},
                                    "data": {"text/plain": "shown"}}
