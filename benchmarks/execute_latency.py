@@ -15,10 +15,10 @@ from pathlib import Path
 
 import anyio
 
-from fps_remote_kernels.launch import front_server, remote_server
-from tests.collab import code, execute, new_notebook, room, start_kernel
 from tests.conftest import cookie_header, login, ws_url
-from tests.kernel_client import KernelConnection
+from tests.support.collab import code, execute, new_notebook, room, start_kernel
+from tests.support.kernel_client import KernelConnection
+from tests.support.servers import front_server, remote_server
 
 
 async def measure(runs: int) -> dict[str, list[float]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from fps_remote_kernels.launch import end_process_group
+from tests.support.servers import end_process_group
 
 _CONFIG = """\
 {user}worker_processes 1;

@@ -28,7 +28,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from fps_remote_kernels.launch import front_server
+from tests.support.servers import front_server
 
 from .procstat import rss_bytes
 from .scenarios import _close_many, _open_many

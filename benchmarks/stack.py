@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from fps_remote_kernels.launch import (
+from tests.support.servers import (
     Server,
     end_process_group,
     free_port,

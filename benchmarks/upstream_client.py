@@ -2,9 +2,9 @@
 
 A raw server in a child process sends prebuilt frames as fast as the client takes them
 (or echoes what it gets); the client runs here, and this process's CPU time is what each
-client costs. Clients: `ours` (fps_remote_kernels.upstream), `websockets` as the front used it
-(max_queue=(2, 1)), `websockets` with its defaults (max_queue=16), `picows` (if installed;
-a frame-level API, wrapped in the recv() the bridge needs).
+client costs. Clients: `ours` (fps_remote_kernels.remote.kernel_socket), `websockets` as the
+front used it (max_queue=(2, 1)), `websockets` with its defaults (max_queue=16), `picows`
+(if installed; a frame-level API, wrapped in the recv() the bridge needs).
 
     .venv/bin/python -m benchmarks.upstream_client [--clients ours,websockets] [--repeat 3]
 """
@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.raw_websocket import accept_answer, frame, read_frame
+from tests.support.raw_websocket import accept_answer, frame, read_frame
 
 
 async def _serve(sock: socket.socket) -> None:
@@ -77,7 +77,7 @@ def _server_process(sock: socket.socket) -> None:
 
 async def _ours(url: str) -> tuple[Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]],
                                    Callable[[], Awaitable[None]]]:
-    from fps_remote_kernels.upstream import connect
+    from fps_remote_kernels.remote.kernel_socket import connect
 
     conn = await connect(url, ping_interval=None, max_queue=2)
     return conn.recv, conn.send, conn.close
@@ -172,7 +172,7 @@ async def _idle(client: str, port: int, sockets: int) -> float:
     has it, as the front runs them)."""
     url = f"ws://127.0.0.1:{port}/echo/1/1000000"
     if client == "ours":
-        from fps_remote_kernels.upstream import connect
+        from fps_remote_kernels.remote.kernel_socket import connect
 
         async def one() -> Any:
             return await connect(url, ping_interval=20, ping_timeout=20, max_queue=2)

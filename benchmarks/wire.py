@@ -18,7 +18,7 @@ import anyio
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.kernel_client import make_message, serialize_legacy, serialize_v1
+from tests.support.kernel_client import make_message, serialize_legacy, serialize_v1
 
 V1 = "v1.kernel.websocket.jupyter.org"
 

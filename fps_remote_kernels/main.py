@@ -17,26 +17,26 @@ from jupyverse_frontend import FrontendConfig
 from jupyverse_kernels import Kernels
 
 from .activity import Activity
-from .authcache import cached_auth
-from .client import RemoteClient
+from .api.culling import Culler, CullPolicy
+from .api.placement import Pools
+from .api.routes import _RemoteKernels
+from .api.service import KernelService
+from .api.store import Store, default_store_path
 from .config import RemoteKernelsConfig, load_config
-from .culling import Culler, CullPolicy
-from .documents import guard_file_ids, guard_rooms
-from .executor import Executions
-from .exitcode import exit_nonzero_on_failure
-from .labextensions import installed, without_collaboration
-from .local import LocalKernels
+from .execution.documents import guard_file_ids, guard_rooms
+from .execution.executor import Executions
+from .host.auth_cache import cached_auth
+from .host.exit_status import exit_nonzero_on_failure
+from .host.handshake_auth import authorize_at_handshake_only
+from .host.labextensions import installed, without_collaboration
+from .host.server_patches import tune_server, use_event_loop
+from .host.unread_body import CloseAfterUnreadBody
+from .host.uvicorn_server import UvicornServer, listen_address
+from .local.kernel_host import LocalKernels
 from .metrics import Metrics, MetricsRoutes
-from .placement import Pools
-from .remote import RemoteKernels
-from .replay import ReplayBuffers, ReplayLimits
-from .routes import _RemoteKernels
-from .serverpatches import tune_server, use_event_loop
-from .service import KernelService
-from .store import Store, default_store_path
-from .unread_body import CloseAfterUnreadBody
-from .uvicorn_server import UvicornServer, listen_address
-from .wsauth import authorize_at_handshake_only
+from .relay.replay import ReplayBuffers, ReplayLimits
+from .remote.kernels import RemoteKernels
+from .remote.rest_client import RemoteClient
 
 logger = structlog.get_logger()
 

@@ -33,7 +33,7 @@ from .observers import Frame
 if TYPE_CHECKING:
     from jupyverse_auth import Auth
 
-    from .replay import ReplayBuffers
+    from .relay.replay import ReplayBuffers
 
 PREFIX = "remote_kernels"
 # REST to a remote is milliseconds; kernel starts on clusters take up to minutes.

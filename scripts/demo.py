@@ -18,7 +18,7 @@ import socket
 import threading
 from pathlib import Path
 
-from fps_remote_kernels.launch import Server, free_port, front_server, remote_server
+from tests.support.servers import Server, free_port, front_server, remote_server
 
 NOTEBOOK = "where-does-my-kernel-run.ipynb"
 

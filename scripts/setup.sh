@@ -29,10 +29,10 @@ fi
 
 # The Node client tests (@jupyterlab/services). `npm ci` installs exactly the committed lock
 # file; it reruns only when that file changed since the last install.
-if [ ! -f tests/node/node_modules/.installed-lock.json ] \
-   || ! cmp -s tests/node/package-lock.json tests/node/node_modules/.installed-lock.json; then
-  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
-  cp tests/node/package-lock.json tests/node/node_modules/.installed-lock.json
+if [ ! -f tests/support/node/node_modules/.installed-lock.json ] \
+   || ! cmp -s tests/support/node/package-lock.json tests/support/node/node_modules/.installed-lock.json; then
+  (cd tests/support/node && npm ci --no-audit --no-fund --loglevel=error)
+  cp tests/support/node/package-lock.json tests/support/node/node_modules/.installed-lock.json
 fi
 
 # Enterprise Gateway 3.3 pins jupyter_server<2, jupyter_client<7 and pyzmq<25: it gets its own

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fps_remote_kernels.launch import (
+from tests.support.fake_remote import FakeKernelRemote
+from tests.support.fault_proxy import BackgroundLoop
+from tests.support.servers import (
     Server,
     enterprise_gateway_remote,
     front_server,
@@ -19,14 +21,9 @@ from fps_remote_kernels.launch import (
     remote_server,
 )
 
-from .fake_remote import FakeKernelRemote
-from .fault_proxy import BackgroundLoop
-
 # The server-side execution tests need the collaboration plugins (in the `test` extra): an
 # environment without them does not collect these files.
-collect_ignore = ([] if importlib.util.find_spec("jupyter_ydoc") else
-                  ["test_execution.py", "test_documents.py", "test_server_execution.py",
-                   "test_execution_route.py", "test_browser_execution.py"])
+collect_ignore = [] if importlib.util.find_spec("jupyter_ydoc") else ["execution"]
 
 # Every kind of remote the front supports. A test module runs against all of them with
 # `pytestmark = [..., ALL_KINDS]`; others get a Jupyverse remote.

@@ -11,10 +11,14 @@ import httpx
 import pytest
 
 from fps_remote_kernels.activity import Activity, parse_time
-from fps_remote_kernels.launch import Server
-
-from .conftest import cookie_header, ws_url
-from .kernel_client import KernelConnection, make_message, serialize_legacy, serialize_v1
+from tests.conftest import cookie_header, ws_url
+from tests.support.kernel_client import (
+    KernelConnection,
+    make_message,
+    serialize_legacy,
+    serialize_v1,
+)
+from tests.support.servers import Server
 
 KERNEL = "0b5e7b4c-6f0a-4c36-9a59-2b8f3c1d2e4f"
 

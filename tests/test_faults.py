@@ -1,6 +1,6 @@
 """Faults between the front and its remote: the front stays up, says the truth quickly, and
-recovers on its own. A TCP fault proxy (tests/fault_proxy.py) sits between a front and a real
-remote Jupyverse; fake remotes stand in only for faults a real one cannot produce on demand.
+recovers on its own. A TCP fault proxy (tests/support/fault_proxy.py) sits between a front and
+a real remote Jupyverse; fake remotes stand in only for faults a real one cannot produce on demand.
 
 JupyterLab's reactions these tests rely on (@jupyterlab/services 7.6, kernel/default.ts): an
 open kernel socket closed with 1000 or 1001 is given up; any other code makes it reconnect.
@@ -22,13 +22,12 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from fps_remote_kernels.launch import Server, front_server, remote_server
-
-from .conftest import cookie_header, ws_url
-from .fake_remote import FakeKernelRemote, GarbageRemote
-from .fault_proxy import BackgroundLoop, FaultProxy
-from .harness import logged_in, login, outside_the_kernels_api, wait_until
-from .kernel_client import KernelConnection
+from tests.conftest import cookie_header, ws_url
+from tests.support.fake_remote import FakeKernelRemote, GarbageRemote
+from tests.support.fault_proxy import BackgroundLoop, FaultProxy
+from tests.support.harness import logged_in, login, outside_the_kernels_api, wait_until
+from tests.support.kernel_client import KernelConnection
+from tests.support.servers import Server, front_server, remote_server
 
 pytestmark = pytest.mark.anyio
 

@@ -2,8 +2,8 @@
 
 A real Jupyverse remote holds at most 15 open kernel sockets (fps-auth keeps one of its 15
 pooled database connections per socket), so the 200-socket runs use the fake kernel remote of
-tests/fake_remote.py: on `emit N SIZE` it streams N numbered outputs. The per-socket check is
-real: each socket must receive, for each of its cells, `busy`, outputs 0..N-1, the reply and
+tests/support/fake_remote.py: on `emit N SIZE` it streams N numbered outputs. The per-socket check
+is real: each socket must receive, for each of its cells, `busy`, outputs 0..N-1, the reply and
 `idle` — each exactly once, in that order, nothing else. Real kernels are checked too, with
 as many sockets as a Jupyverse remote takes.
 
@@ -26,13 +26,12 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from fps_remote_kernels.launch import Server
-
-from .conftest import cookie_header, ws_url
-from .fake_remote import FakeKernelRemote
-from .fault_proxy import BackgroundLoop, FaultProxy
-from .harness import logged_in, rss_mb, wait_until
-from .kernel_client import KernelConnection
+from tests.conftest import cookie_header, ws_url
+from tests.support.fake_remote import FakeKernelRemote
+from tests.support.fault_proxy import BackgroundLoop, FaultProxy
+from tests.support.harness import logged_in, rss_mb, wait_until
+from tests.support.kernel_client import KernelConnection
+from tests.support.servers import Server
 
 pytestmark = pytest.mark.anyio
 

@@ -15,11 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fps_remote_kernels.launch import Server, free_port, front_server, jupyter_server_remote
-
-from .conftest import cookie_header, ws_url
-from .harness import logged_in
-from .kernel_client import KernelConnection
+from tests.conftest import cookie_header, ws_url
+from tests.support.harness import logged_in
+from tests.support.kernel_client import KernelConnection
+from tests.support.servers import Server, free_port, front_server, jupyter_server_remote
 
 pytestmark = pytest.mark.anyio
 

@@ -28,12 +28,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from fps_remote_kernels.frames import FrameError, check_legacy_frame, check_v1_frame, legacy_to_v1
-from fps_remote_kernels.launch import Server, front_server
-
-from .conftest import cookie_header, ws_url
-from .fault_proxy import BackgroundLoop, FaultProxy
-from .harness import (
+from fps_remote_kernels.relay.frames import (
+    FrameError,
+    check_legacy_frame,
+    check_v1_frame,
+    legacy_to_v1,
+)
+from tests.conftest import cookie_header, ws_url
+from tests.support.fault_proxy import BackgroundLoop, FaultProxy
+from tests.support.harness import (
     logged_in,
     login,
     outside_the_kernels_api,
@@ -41,7 +44,8 @@ from .harness import (
     raw_request_sync,
     rss_mb,
 )
-from .kernel_client import V1, KernelConnection, make_message, serialize_v1
+from tests.support.kernel_client import V1, KernelConnection, make_message, serialize_v1
+from tests.support.servers import Server, front_server
 
 pytestmark = pytest.mark.anyio
 

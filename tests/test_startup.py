@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from fps_remote_kernels.config import RemoteKernelsConfig, load_config
-from fps_remote_kernels.launch import (
+from tests.support.servers import (
     FRONT_API_PLUGINS,
     Server,
     disabled_except,
@@ -187,7 +187,7 @@ async def test_front_starts_with_remote_down_and_recovers_when_it_comes_up(tmp_p
 async def test_remote_restart_is_survived_by_re_authenticating(tmp_path: Path) -> None:
     """After the remote restarts (new cookie secret, kernels gone) the front logs in again:
     vanished kernels are 404 and new sessions work."""
-    from .kernel_client import KernelConnection
+    from tests.support.kernel_client import KernelConnection
 
     remote = remote_server(tmp_path / "remote").start()
     front = front_server(tmp_path / "front", remote.url, remote.token).start()
