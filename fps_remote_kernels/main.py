@@ -23,9 +23,9 @@ from .api.routes import _RemoteKernels
 from .api.service import KernelService
 from .api.store import Store, default_store_path
 from .config import RemoteKernelsConfig, load_config
-from .execution.documents import guard_file_ids, guard_rooms
 from .execution.executor import Executions
 from .host.auth_cache import cached_auth
+from .host.collaboration_guards import guard_file_ids, guard_rooms
 from .host.exit_status import exit_nonzero_on_failure
 from .host.handshake_auth import authorize_at_handshake_only
 from .host.labextensions import installed, without_collaboration
@@ -54,7 +54,7 @@ class RemoteKernelsModule(Module):
         self._clients: list[RemoteClient] = []
         self._store: Store | None = None
         self._executions: Executions | None = None
-        # Before fps-file-id (collaboration plugins) starts watching files: see documents.py.
+        # Before fps-file-id (collaboration plugins) starts watching files.
         guard_file_ids()
         self._local: LocalKernels | None = None
         self._culler: Culler | None = None

@@ -1,7 +1,7 @@
 """Changes to how third-party libraries behave in the front's process, each behind a check
-that the code it changes is the code it was written for (tests/test_serverpatches.py fails
-when upstream changes it), and each listed in the README ("What the front changes in its own
-process").
+that the code it changes is the code it was written for (code_check.py; the tests in
+tests/host/test_server_patches.py fail when upstream changes it), each listed in
+docs/operators/front-process.md and with a drafted upstream report in docs/dev/upstream.md.
 
 uvloop (`remote_kernels.event_loop=uvloop`): with uvloop 0.23, anyio 4.16 and anycorn 0.20 the
 front dies as soon as a kept-alive HTTP client closes its connection: anycorn ends the
@@ -27,14 +27,13 @@ sends to a browser goes through wsproto and anycorn, which cost more than the re
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 import struct
-from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
 import structlog
+
+from .code_check import code_digest, unchanged
 
 logger = structlog.get_logger()
 
@@ -43,10 +42,6 @@ EVENT_LOOPS = ("asyncio", "uvloop")
 
 class PatchNotApplicable(RuntimeError):
     """The library's code is not the code the patch was written for."""
-
-
-def _source_digest(function: Callable[..., Any]) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
 
 
 # The code each patch was written for: anyio 4.16's `SocketStream.send_eof` (asyncio
@@ -63,12 +58,13 @@ def _checked_send_eof() -> Any:
 
     if getattr(SocketStream.send_eof, "_remote_kernels", False):
         return SocketStream  # patched already
-    found = _source_digest(SocketStream.send_eof)
+    found = code_digest(SocketStream.send_eof)
     if found != SEND_EOF_DIGEST:
+        seen = "cannot be read" if found is None else f"changed (digest {found})"
         raise PatchNotApplicable(
-            f"anyio {version('anyio')} changed SocketStream.send_eof (digest {found}, "
-            f"expected {SEND_EOF_DIGEST}): remote_kernels.event_loop=uvloop is not safe "
-            "with it; use event_loop=asyncio")
+            f"anyio {version('anyio')}'s SocketStream.send_eof {seen}, expected digest "
+            f"{SEND_EOF_DIGEST}: remote_kernels.event_loop=uvloop is not safe with it; use "
+            "event_loop=asyncio")
     return SocketStream
 
 
@@ -100,18 +96,14 @@ def use_event_loop(name: str) -> None:
     except ImportError:
         raise RuntimeError("remote_kernels.event_loop=uvloop needs uvloop: "
                            "pip install 'fps-remote-kernels[uvloop]'") from None
-    patch_send_eof()
+    try:
+        patch_send_eof()
+    except PatchNotApplicable as error:
+        # Started untuned rather than not at all: asyncio's loop needs no patch.
+        logger.warning("The front runs on asyncio, not uvloop", reason=str(error))
+        return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     logger.info("The front runs on uvloop", uvloop=uvloop.__version__)
-
-
-def _unchanged(function: Callable[..., Any], digest: str, what: str) -> bool:
-    found = _source_digest(function)
-    if found == digest:
-        return True
-    logger.warning("Not tuning the front's server: its code changed", code=what,
-                   digest=found, expected=digest)
-    return False
 
 
 def patch_frame_serialization() -> bool:
@@ -121,7 +113,7 @@ def patch_frame_serialization() -> bool:
     original = FrameProtocol._serialize_frame
     if getattr(original, "_remote_kernels", False):
         return True
-    if not _unchanged(original, SERIALIZE_FRAME_DIGEST,
+    if not unchanged(original, SERIALIZE_FRAME_DIGEST,
                       f"wsproto {version('wsproto')} FrameProtocol._serialize_frame"):
         return False
 
@@ -153,9 +145,9 @@ def patch_send_lock() -> bool:
     original = TCPServer.__init__
     if getattr(original, "_remote_kernels", False):
         return True
-    if not (_unchanged(original, TCP_SERVER_INIT_DIGEST,
+    if not (unchanged(original, TCP_SERVER_INIT_DIGEST,
                        f"anycorn {version('anycorn')} TCPServer.__init__")
-            and _unchanged(TCPServer.protocol_send, PROTOCOL_SEND_DIGEST,
+            and unchanged(TCPServer.protocol_send, PROTOCOL_SEND_DIGEST,
                            f"anycorn {version('anycorn')} TCPServer.protocol_send")):
         return False
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import inspect
 import socket
 from importlib.metadata import version
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+
+from .code_check import code_digest, unchanged
 
 logger = structlog.get_logger()
 
@@ -50,10 +50,6 @@ READ_AHEAD_MESSAGES = 2
 
 class ServerNotSupported(RuntimeError):
     """uvicorn is missing, or is not the version this module was written for."""
-
-
-def _digest(function: Any) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
 
 
 class _Inbox:
@@ -161,17 +157,20 @@ def _kernel_socket_protocol() -> type[asyncio.Protocol]:
     except ImportError:
         raise ServerNotSupported("remote_kernels.server=uvicorn needs uvicorn and httptools: "
                                  "pip install 'fps-remote-kernels[uvicorn]'") from None
-    found = _digest(WSProtocol.connection_lost)
+    found = code_digest(WSProtocol.connection_lost)
     if found != CONNECTION_LOST_DIGEST:
+        seen = "cannot be read" if found is None else f"changed (digest {found})"
         raise ServerNotSupported(
-            f"uvicorn {version('uvicorn')} changed WSProtocol.connection_lost (digest {found}, "
-            f"expected {CONNECTION_LOST_DIGEST}): check how it reports a client that vanished, "
+            f"uvicorn {version('uvicorn')}'s WSProtocol.connection_lost {seen}, expected "
+            f"digest {CONNECTION_LOST_DIGEST}: check how it reports a client that vanished, "
             "or use remote_kernels.server=anycorn")
     from wsproto import WSConnection
 
     # Another uvicorn or wsproto may use them otherwise: then they stay their own.
-    light = _digest(WSProtocol) == WS_PROTOCOL_DIGEST \
-        and _digest(WSConnection) == WS_CONNECTION_DIGEST
+    light = unchanged(WSProtocol, WS_PROTOCOL_DIGEST, f"uvicorn {version('uvicorn')} WSProtocol",
+                      "its own queue and events") \
+        and unchanged(WSConnection, WS_CONNECTION_DIGEST,
+                      f"wsproto {version('wsproto')} WSConnection", "its own connection")
 
     class KernelSocketProtocol(WSProtocol):  # type: ignore[misc]
         """A connection lost with no Close frame is 1006 (RFC 6455 7.1.5; anycorn says so):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fps_remote_kernels.host import server_patches as serverpatches
+from fps_remote_kernels.host.code_check import code_digest
 from tests.support.servers import Server, front_server
 
 pytestmark = pytest.mark.anyio
@@ -22,7 +23,7 @@ def test_anyio_send_eof_is_the_code_the_patch_was_written_for() -> None:
 
     if getattr(SocketStream.send_eof, "_remote_kernels", False):
         pytest.skip("patched in this process already")
-    assert serverpatches._source_digest(SocketStream.send_eof) == serverpatches.SEND_EOF_DIGEST
+    assert code_digest(SocketStream.send_eof) == serverpatches.SEND_EOF_DIGEST
 
 
 def idle_out_a_kept_alive_connection(front: Server) -> None:
@@ -68,7 +69,7 @@ def test_relay_path_code_is_the_code_the_patches_were_written_for(name: str, dig
     function = getattr(getattr(importlib.import_module(module_name), owner_name), attribute)
     if getattr(function, "_remote_kernels", False):
         pytest.skip("patched in this process already")
-    assert serverpatches._source_digest(function) == getattr(serverpatches, digest)
+    assert code_digest(function) == getattr(serverpatches, digest)
 
 
 def test_patched_frames_are_byte_for_byte_wsprotos() -> None:

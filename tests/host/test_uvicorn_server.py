@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 from fps_remote_kernels.host import uvicorn_server
+from fps_remote_kernels.host.code_check import code_digest
 from tests.conftest import cookie_header
 from tests.support.fault_proxy import BackgroundLoop, FaultProxy
 from tests.support.harness import login, wait_until
@@ -39,7 +40,7 @@ def test_uvicorn_protocol_is_the_code_the_subclass_was_written_for() -> None:
     code uvicorn reports for a client gone without a Close frame, and update the digest."""
     from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 
-    assert uvicorn_server._digest(WSProtocol.connection_lost) \
+    assert code_digest(WSProtocol.connection_lost) \
         == uvicorn_server.CONNECTION_LOST_DIGEST
 
 
@@ -49,7 +50,7 @@ def test_uvicorn_protocol_queue_and_event_are_used_as_written_for() -> None:
     asks of them (and of its WSConnection) and update the digest."""
     from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 
-    assert uvicorn_server._digest(WSProtocol) == uvicorn_server.WS_PROTOCOL_DIGEST
+    assert code_digest(WSProtocol) == uvicorn_server.WS_PROTOCOL_DIGEST
 
 
 def test_wsproto_connection_is_a_pass_through_once_open() -> None:
@@ -58,7 +59,7 @@ def test_wsproto_connection_is_a_pass_through_once_open() -> None:
     fails, check that it still does and update the digest."""
     from wsproto import WSConnection
 
-    assert uvicorn_server._digest(WSConnection) == uvicorn_server.WS_CONNECTION_DIGEST
+    assert code_digest(WSConnection) == uvicorn_server.WS_CONNECTION_DIGEST
 
 
 async def test_inbox_returns_messages_in_order_and_wakes_one_getter() -> None:
