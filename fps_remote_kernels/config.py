@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 from jupyverse_api import Config
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from .remote.kinds import KIND_NAMES
+
 OPTION_PREFIX = "remote_kernels"
-KINDS = ("auto", "jupyverse", "jupyter_server", "kernel_gateway", "enterprise_gateway")
 _REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -161,8 +162,8 @@ class _RemoteConnection(Config):
     @field_validator("kind")
     @classmethod
     def _check_kind(cls, value: str) -> str:
-        if value not in KINDS:
-            raise ValueError(f"must be one of {', '.join(KINDS)}")
+        if value not in KIND_NAMES:
+            raise ValueError(f"must be one of {', '.join(KIND_NAMES)}")
         return value
 
     @field_validator("ws_url")

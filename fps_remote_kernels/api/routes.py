@@ -7,8 +7,6 @@ jupyter_server's status codes (which JupyterLab checks).
 from __future__ import annotations
 
 import functools
-import json
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from http import HTTPStatus
@@ -28,30 +26,32 @@ from ..errors import (
     as_unavailable,
     bad_request,
     execution_unavailable,
-    not_found,
 )
 from ..execution.executor import Executions
 from ..host.auth_cache import AuthCache
 from ..host.handshake_auth import authorize_at_handshake_only
 from ..observers import Observers
-from ..relay.bridge import KernelChannelsBridge, deny, origin_allowed, refuse_origin
+from ..relay.bridge import KernelChannelsBridge, deny
 from ..relay.replay import ReplayBuffers
-from .service import KernelService, check_env
+from .checks import (
+    check_env,
+    checked_kernel_id,
+    checked_name,
+    checked_session_id,
+    is_name,
+    json_object,
+    kernel_request,
+    optional_str,
+    origin_allowed,
+    refuse_origin,
+    required_str,
+)
+from .service import KernelService
 
 logger = structlog.get_logger()
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# Kernel and session ids are UUIDs on every Jupyter server; anything else is refused here,
-# so it never reaches an unintended remote URL.
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# Kernelspec and resource names: what jupyter_client allows in a kernel name, no dot-files;
-# `:` separates a remote's name from a kernelspec's (gpu:python3).
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,254}$")
-# The largest JSON body a kernels/sessions request needs.
-_MAX_BODY_BYTES = 1024 * 1024
-
 
 def answers_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, Any]]:
     """Turn a RemoteKernelsError raised by a route into its JSON answer."""
@@ -68,82 +68,6 @@ def answers_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[A
             return e.response()
 
     return wrapper
-
-
-def _kernel_id(value: str) -> str:
-    if not _UUID.match(value):
-        raise not_found(f"Kernel {value[:64]!r}")
-    return value.lower()
-
-
-def _session_id(value: str) -> str:
-    if not _UUID.match(value):
-        raise not_found(f"Session {value[:64]!r}")
-    return value.lower()
-
-
-def _name(value: str, what: str) -> str:
-    if not _NAME.match(value):
-        raise not_found(f"{what} {value[:64]!r}")
-    return value
-
-
-async def _json_object(request: Request, allowed_origins: list[str]) -> dict[str, Any]:
-    """The request's JSON object body, or a 4xx that says what is wrong with it."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    # JupyterLab (@jupyterlab/services) posts JSON strings with fetch(), which labels them
-    # text/plain;charset=UTF-8; jupyter_server does not check the type. A cross-site form can
-    # post text/plain too, but a browser sends Origin with it: it must be the front's own.
-    if content_type not in ("application/json", "text/plain"):
-        raise RemoteKernelsError(415, "Content-Type must be application/json",
-                                 "Unsupported Media Type")
-    if content_type == "text/plain" and not origin_allowed(request, allowed_origins):
-        raise RemoteKernelsError(403, "Cross-origin request refused (Origin "
-                                 f"{request.headers.get('origin')!r} is not allowed)", "Forbidden")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_BODY_BYTES:
-            raise RemoteKernelsError(413, "Request body too large", "Payload Too Large")
-    if not body.strip():
-        raise bad_request("No JSON data provided")
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        raise bad_request("Request body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise bad_request("Request body must be a JSON object")
-    return value
-
-
-def _optional_str(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise bad_request(f"Field {key!r} must be a string")
-    return value
-
-
-def _required_str(body: dict[str, Any], key: str) -> str:
-    value = _optional_str(body, key)
-    if not value:
-        raise bad_request(f"Missing field in JSON data: {key}")
-    return value
-
-
-def _kernel_request(body: dict[str, Any]) -> tuple[str | None, str | None, dict[str, str]]:
-    """The (name, id, env) of the `kernel` field of a session request."""
-    kernel = body.get("kernel")
-    if kernel is None:
-        return None, None, {}
-    if not isinstance(kernel, dict):
-        raise bad_request("Field 'kernel' must be an object")
-    name = _optional_str(kernel, "name")
-    kernel_id = _optional_str(kernel, "id")
-    if name is not None:
-        _name(name, "Kernel spec")
-    if kernel_id is not None:
-        kernel_id = _kernel_id(kernel_id)
-    return name, kernel_id, check_env(kernel.get("env"))
 
 
 class _RemoteKernels(Kernels):
@@ -242,13 +166,13 @@ class _RemoteKernels(Kernels):
             "kernelspecs": {
                 name: self._kernelspec_for_front(spec)
                 for name, spec in specs["kernelspecs"].items()
-                if _NAME.match(name)
+                if is_name(name)
             },
         }
 
     @answers_errors
     async def get_kernelspec_model(self, kernel_name: str, user: User):
-        name = _name(kernel_name, "Kernel spec")
+        name = checked_name(kernel_name, "Kernel spec")
         return self._kernelspec_for_front(await self.service.kernelspec(name))
 
     def _kernelspec_for_front(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +182,7 @@ class _RemoteKernels(Kernels):
         rewritten = {
             key: f"{self.base_url}kernelspecs/{name}/{url.rsplit('/', 1)[-1]}"
             for key, url in resources.items()
-            if isinstance(url, str) and _NAME.match(url.rsplit("/", 1)[-1])
+            if isinstance(url, str) and is_name(url.rsplit("/", 1)[-1])
         }
         kernel_spec = spec.get("spec")
         if isinstance(kernel_spec, dict) and spec["display_suffix"]:
@@ -269,8 +193,8 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def get_kernelspec(self, kernel_name, file_name, user: User):
-        name = _name(kernel_name, "Kernel spec")
-        file = _name(file_name, "Kernel spec resource")
+        name = checked_name(kernel_name, "Kernel spec")
+        file = checked_name(file_name, "Kernel spec resource")
         content, content_type = await self.service.kernelspec_file(name, file)
         headers = {"Cache-Control": "max-age=3600"}
         return Response(content, media_type=content_type or "application/octet-stream",
@@ -284,12 +208,12 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def start_kernel(self, request: Request, user: User):
-        body = await _json_object(request, self.allowed_origins)
-        name = _optional_str(body, "name")
+        body = await json_object(request, self.allowed_origins)
+        name = optional_str(body, "name")
         if name is not None:
-            _name(name, "Kernel spec")
+            checked_name(name, "Kernel spec")
         env = check_env(body.get("env"))
-        kernel = await self.service.start_kernel(name, _optional_str(body, "path"), env,
+        kernel = await self.service.start_kernel(name, optional_str(body, "path"), env,
                                                  self.kernel_username(user))
         return JSONResponse(kernel, status_code=201,
                             headers={"Location": f"{self.base_url}api/kernels/{kernel['id']}"})
@@ -297,13 +221,13 @@ class _RemoteKernels(Kernels):
     @answers_errors
     async def get_kernel(self, kernel_id, user: User):
         try:
-            return await self.service.kernel(_kernel_id(kernel_id))
+            return await self.service.kernel(checked_kernel_id(kernel_id))
         except RemoteKernelsError as e:
             raise as_unavailable(e) from None
 
     @answers_errors
     async def shutdown_kernel(self, kernel_id, user: User):
-        kernel_id = _kernel_id(kernel_id)
+        kernel_id = checked_kernel_id(kernel_id)
         await self.service.shutdown_kernel(kernel_id)
         self.end_kernel_sockets(kernel_id)
         return Response(status_code=HTTPStatus.NO_CONTENT)
@@ -319,7 +243,7 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def interrupt_kernel(self, kernel_id, user: User):
-        kernel_id = _kernel_id(kernel_id)
+        kernel_id = checked_kernel_id(kernel_id)
         await self.service.interrupt_kernel(kernel_id)
         if self.executions is not None:
             self.executions.kernel_interrupted(kernel_id)
@@ -327,7 +251,7 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def restart_kernel(self, kernel_id, user: User):
-        kernel_id = _kernel_id(kernel_id)
+        kernel_id = checked_kernel_id(kernel_id)
         model = await self.service.restart_kernel(kernel_id)
         if self.executions is not None:
             self.executions.kernel_restarted(kernel_id)
@@ -338,9 +262,9 @@ class _RemoteKernels(Kernels):
         # Server-side execution writes into the front's collaborative documents (executor.py).
         if self.executions is None:
             raise execution_unavailable()
-        kernel_id = _kernel_id(kernel_id)
-        body = await _json_object(request, self.allowed_origins)
-        document_id, cell_id = _required_str(body, "document_id"), _required_str(body, "cell_id")
+        kernel_id = checked_kernel_id(kernel_id)
+        body = await json_object(request, self.allowed_origins)
+        document_id, cell_id = required_str(body, "document_id"), required_str(body, "cell_id")
         queued = await self.executions.execute(kernel_id, document_id, cell_id)
         return {"document_id": document_id, "cell_id": cell_id, "queued": queued}
 
@@ -352,19 +276,19 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def get_session(self, session_id: str, user: User):
-        return await self.service.session(_session_id(session_id))
+        return await self.service.session(checked_session_id(session_id))
 
     @answers_errors
     async def create_session(self, request: Request, user: User):
-        body = await _json_object(request, self.allowed_origins)
-        path = _optional_str(body, "path")
+        body = await json_object(request, self.allowed_origins)
+        path = optional_str(body, "path")
         if path is None:
             raise bad_request("Missing field in JSON data: path")
-        session_type = _optional_str(body, "type")
+        session_type = optional_str(body, "type")
         if session_type is None:
             raise bad_request("Missing field in JSON data: type")
-        name = _optional_str(body, "name") or ""
-        kernel_name, kernel_id, env = _kernel_request(body)
+        name = optional_str(body, "name") or ""
+        kernel_name, kernel_id, env = kernel_request(body)
         session = await self.service.create_session(
             path, name, session_type, kernel_name, kernel_id, env, self.kernel_username(user))
         logger.info("Session created", session_id=session["id"],
@@ -375,16 +299,16 @@ class _RemoteKernels(Kernels):
     @answers_errors
     async def rename_session(self, request: Request, user: User):
         # The ABC's PATCH route passes no path id: take it from the URL, as jupyter_server does.
-        session_id = _session_id(request.path_params.get("session_id", ""))
-        body = await _json_object(request, self.allowed_origins)
+        session_id = checked_session_id(request.path_params.get("session_id", ""))
+        body = await json_object(request, self.allowed_origins)
         if body.get("id", session_id) != session_id:
             raise bad_request("Session id in the body does not match the URL")
         changes: dict[str, Any] = {}
         for key in ("path", "name", "type"):
-            value = _optional_str(body, key)
+            value = optional_str(body, key)
             if value is not None:
                 changes[key] = value
-        kernel_name, kernel_id, env = _kernel_request(body)
+        kernel_name, kernel_id, env = kernel_request(body)
         if "kernel" in body:
             changes["kernel"] = True
         return await self.service.update_session(session_id, changes, kernel_name, kernel_id,
@@ -392,7 +316,7 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def delete_session(self, session_id: str, user: User):
-        await self.service.delete_session(_session_id(session_id))
+        await self.service.delete_session(checked_session_id(session_id))
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     # ---------------------------------------------------------------- WebSocket
@@ -404,7 +328,7 @@ class _RemoteKernels(Kernels):
         try:
             if not origin_allowed(websocket, self.allowed_origins):
                 raise refuse_origin(websocket)
-            kernel_id = _kernel_id(kernel_id)
+            kernel_id = checked_kernel_id(kernel_id)
             if not session_id or len(session_id) > 256:
                 raise bad_request("session_id query parameter missing or too long")
             remote = await self.service.owner(kernel_id)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 
-from ..errors import RemoteKernelsError, bad_request, not_found, pool_unavailable
+from ..errors import RemoteKernelsError, not_found, pool_unavailable
 from ..remote.kernels import RemoteKernels
 from .placement import Pools
 from .store import Store, StoredSession
@@ -32,33 +32,10 @@ from .store import Store, StoredSession
 logger = structlog.get_logger()
 T = TypeVar("T")
 
-# Enterprise Gateway refuses values with these characters (shell metacharacters).
-_FORBIDDEN_ENV_CHARACTERS = set("$`\n\r\0")
-_MAX_ENV_VALUE = 4096
 # How long the front remembers when it learnt of a kernel, so that a listing sent before
 # then does not make it forget the kernel (see _kernels_of); far above any request timeout.
 _RECENT_SECONDS = 3600.0
 _MAX_RECENT = 10_000
-
-
-def check_env(env: Any) -> dict[str, str]:
-    """Validate kernel environment variables as Enterprise Gateway does, before any remote
-    is contacted."""
-    if env is None:
-        return {}
-    if not isinstance(env, dict):
-        raise bad_request("Field 'env' must be an object of variable names to strings")
-    for name, value in env.items():
-        if not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
-            raise bad_request(f"Invalid environment variable name {name[:64]!r}")
-        if not isinstance(value, str):
-            raise bad_request(f"Environment variable {name} must be a string")
-        if len(value) > _MAX_ENV_VALUE:
-            raise bad_request(f"Environment variable {name} is longer than {_MAX_ENV_VALUE}")
-        if _FORBIDDEN_ENV_CHARACTERS & set(value):
-            raise bad_request(f"Environment variable {name} contains a forbidden character "
-                              "($, backquote, newline, carriage return or NUL)")
-    return dict(env)
 
 
 class KernelService:

@@ -45,7 +45,7 @@ import structlog
 
 from ..api.service import KernelService
 from ..errors import RemoteKernelsError, queue_full
-from ..observers import ChannelsObserver
+from ..observers import ChannelsObserver, Frame
 from ..relay.frames import V1_PROTOCOL, FrameError, legacy_message, message_frame, v1_parts
 from ..remote.kernel_socket import ConnectionClosed, UpstreamConnection
 from .documents import RoomHolds, find_cell, open_notebook
@@ -53,7 +53,6 @@ from .outputs import CellOutputs
 
 logger = structlog.get_logger()
 
-Frame = str | bytes
 
 # After an execute_reply, how long its iopub `idle` (and the outputs before it) may lag.
 _IDLE_AFTER_REPLY_SECONDS = 2.0

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import structlog
 from anyio import CancelScope, Event, create_task_group, move_on_after
-from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..errors import RemoteKernelsError, close_code_for_client
-from ..observers import ChannelsObserver
+from ..observers import ChannelsObserver, Frame
 from ..remote.kernel_socket import ConnectionClosed, UpstreamConnection
 from ..remote.rest_client import RemoteClient
 from .frames import (
@@ -45,7 +44,6 @@ WS_SERVER_ERROR = 1011
 WS_ABNORMAL_CLOSURE = 1006
 _CLEANUP_SECONDS = 2.0
 
-Frame = str | bytes
 
 
 @dataclass(frozen=True)
@@ -339,21 +337,3 @@ async def deny(websocket: WebSocket, error: RemoteKernelsError) -> None:
         await websocket.close(code=WS_POLICY_VIOLATION, reason=error.message[:120])
     except (OSError, RuntimeError, WebSocketDisconnect):
         pass  # the client is gone already
-
-
-def origin_allowed(connection: HTTPConnection, allowed_origins: list[str]) -> bool:
-    """jupyter_server's check against cross-site requests (WebSocket hijacking, forms): a
-    browser always sends Origin; it must match the Host, or be allowed explicitly.
-    Non-browser clients send none."""
-    origin = connection.headers.get("origin")
-    if origin is None or "*" in allowed_origins or origin in allowed_origins:
-        return True
-    host = connection.headers.get("host", "")
-    return origin.split("://", 1)[-1].rstrip("/").lower() == host.lower()
-
-
-def refuse_origin(websocket: WebSocket) -> RemoteKernelsError:
-    return RemoteKernelsError(403, "Cross-origin kernel WebSocket refused "
-                              f"(Origin {websocket.headers.get('origin')!r} is not allowed)",
-                              "Forbidden")
-

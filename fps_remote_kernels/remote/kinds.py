@@ -1,6 +1,6 @@
 """What differs between the kinds of remote kernel server, kept in one place.
 
-Measured with real servers (docs/remote-kinds.md): Jupyverse takes `?token=` and answers
+Measured with real servers (docs/dev/remote-kinds.md): Jupyverse takes `?token=` and answers
 with a cookie, ignoring `Authorization`; jupyter_server, Kernel Gateway and Enterprise Gateway
 take `Authorization: token <t>`. Jupyverse has no `POST /api/kernels`. The gateways refuse to
 list kernels and sessions unless configured to, and answer 500 to `GET /api/sessions/{id}` and
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Kind:
     name: str
     # Jupyverse: log in with ?token= and keep the cookie; header auth is ignored.
@@ -42,12 +42,23 @@ class Kind:
     handshake_checks_kernel: bool = True
 
 
-JUPYVERSE = Kind("jupyverse", True, (401, 403), False, True, False, False,
-                 handshake_checks_kernel=False)
-JUPYTER_SERVER = Kind("jupyter_server", False, (401, 403), True, True, True, False)
-KERNEL_GATEWAY = Kind("kernel_gateway", False, (401,), True, False, True, False, "api")
-ENTERPRISE_GATEWAY = Kind("enterprise_gateway", False, (401,), True, False, True, True, "api",
-                          ("authorized to start kernel", "authorized to use kernel spec"), True)
+JUPYVERSE = Kind(name="jupyverse", cookie_login=True, refusal_statuses=(401, 403),
+                 post_kernels=False, remote_sessions=True, kernel_env=False,
+                 launch_timeout_env=False, handshake_checks_kernel=False)
+JUPYTER_SERVER = Kind(name="jupyter_server", cookie_login=False, refusal_statuses=(401, 403),
+                      post_kernels=True, remote_sessions=True, kernel_env=True,
+                      launch_timeout_env=False)
+KERNEL_GATEWAY = Kind(name="kernel_gateway", cookie_login=False, refusal_statuses=(401,),
+                      post_kernels=True, remote_sessions=False, kernel_env=True,
+                      launch_timeout_env=False, status_path="api")
+ENTERPRISE_GATEWAY = Kind(name="enterprise_gateway", cookie_login=False, refusal_statuses=(401,),
+                          post_kernels=True, remote_sessions=False, kernel_env=True,
+                          launch_timeout_env=True, status_path="api",
+                          user_refusal=("authorized to start kernel",
+                                        "authorized to use kernel spec"),
+                          kernelspecs_per_user=True)
 
 KINDS = {kind.name: kind for kind in (JUPYVERSE, JUPYTER_SERVER, KERNEL_GATEWAY,
                                       ENTERPRISE_GATEWAY)}
+# What `remote_kernels.kind` accepts: a kind, or `auto` (asked of the remote at first use).
+KIND_NAMES = ("auto", *KINDS)
