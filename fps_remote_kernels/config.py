@@ -133,7 +133,7 @@ class _RemoteConnection(Config):
         return value
     # ---- end of pools
 
-    # -- working directories (see working_dirs.py) --
+    # -- working directories (see remote/working_dirs.py) --
     kernel_working_dir_root: str | None = Field(
         default=None,
         description=(
@@ -384,7 +384,7 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
-    # ---- the front's own process (serverpatches.py)
+    # ---- the front's own process (host/)
     event_loop: str = Field(
         default="asyncio",
         description=(

@@ -250,7 +250,7 @@ class RemoteKernelsModule(Module):
 
     async def _collaboration_labextensions_off(self) -> None:
         # Installed but not enabled, the collaboration plugins' JupyterLab extensions would
-        # still load and break notebooks (labextensions.py).
+        # still load and break notebooks (host/labextensions.py).
         if not self._sibling_from("jupyverse_lab."):
             return
         from jupyverse_lab import PageConfig

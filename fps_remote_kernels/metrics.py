@@ -88,7 +88,8 @@ class Metrics:
         self._traffic: dict[str, list[int]] = {}
         self._totals: dict[str, list[int]] = {}
         self._kernel_remote: dict[str, str] = {}
-        # How many times the local kernels child was restarted (local.py), if there is one.
+        # How many times the local kernels child was restarted (local/kernel_host.py), if
+        # there is one.
         self.local_restarts: Callable[[], int] | None = None
         self.registry.register(_Collector(self))
 

@@ -3,7 +3,7 @@
 The bridge stays a relay: it hands each frame it moves to the observers registered with the
 routes, and they read what they need. Observers run on the hot path of every frame, inline and
 synchronously: they must not block or await, and should read as little of a frame as they can
-(see frames.py for cheap peeks). A frame is given as the remote sent it (v1 bytes, or legacy
+(see relay/frames.py for cheap peeks). A frame is given as the remote sent it (v1 bytes, or legacy
 text/bytes when the remote speaks legacy), before any translation for the client.
 """
 

@@ -259,7 +259,8 @@ class _RemoteKernels(Kernels):
 
     @answers_errors
     async def execute_cell(self, request: Request, kernel_id, user: User):
-        # Server-side execution writes into the front's collaborative documents (executor.py).
+        # Server-side execution writes into the front's collaborative documents
+        # (execution/executor.py).
         if self.executions is None:
             raise execution_unavailable()
         kernel_id = checked_kernel_id(kernel_id)

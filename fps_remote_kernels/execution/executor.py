@@ -5,7 +5,7 @@ JupyterLab's `@jupyter/docprovider-extension` cell executor (with `serverSideExe
 front reads the cell from its own collaboration room, runs the code on the remote kernel over
 one executor WebSocket per kernel (its own session id; replies matched by
 `parent_header.msg_id`; other clients' traffic ignored) and writes the outputs into the Y cell
-as JupyterLab does (execution.py), so the room saves them to disk, browser or not.
+as JupyterLab does (outputs.py), so the room saves them to disk, browser or not.
 
 - Once open, the socket asks `kernel_info` (again each second until answered), as JupyterLab
   does after connecting: a remote may drop what arrives while a restarted kernel connects.

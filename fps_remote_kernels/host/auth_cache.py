@@ -37,7 +37,7 @@ from jupyverse_auth import Auth
 logger = structlog.get_logger()
 
 MAX_ENTRIES = 1024
-# What FastAPI 0.115-0.165 take; checked once, and by tests/test_authcache.py.
+# What FastAPI 0.115-0.165 take; checked once, and by tests/host/test_auth_cache.py.
 SOLVE_PARAMETERS = ("request", "dependant", "response", "async_exit_stack", "embed_body_fields")
 SCOPE_STACK = "fastapi_inner_astack"
 
@@ -112,7 +112,7 @@ class AuthCache:
 class CachedAuth(Auth):
     """`auth` whose `current_user` dependencies remember successful checks in `cache`.
     `websocket_auth` and `update_user` are `auth`'s own (kernel sockets use the cache in
-    wsauth.py, where the handshake is resolved)."""
+    handshake_auth.py, where the handshake is resolved)."""
 
     def __init__(self, auth: Auth, cache: AuthCache) -> None:
         self.auth = auth

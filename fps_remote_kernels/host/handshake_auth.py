@@ -36,7 +36,7 @@ def authorize_at_handshake_only(router: APIRouter, handler: Handler,
     dependency only for the handshake, then calls `handler(kernel_id, session_id,
     websocket_permissions)`. False (and nothing changed) if that is not possible. With a
     `cache`, a handshake with the same credentials as one accepted a moment ago is accepted
-    without asking fps-auth again (see authcache.py)."""
+    without asking fps-auth again (see auth_cache.py)."""
     holder = _router_holding_channels(router)
     if holder is None:
         return False

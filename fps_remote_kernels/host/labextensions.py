@@ -2,12 +2,12 @@
 
 `pip install "jupyverse[collaboration]"` installs the server plugins (fps-yjs, fps-yrooms...)
 and JupyterLab extensions (`@jupyter/docprovider-extension`, `@jupyter/collaboration-extension`).
-Jupyverse serves every installed JupyterLab extension whatever plugins run, and the
-docprovider extension replaces JupyterLab's file browser and cell executor with ones that need
-the collaboration rooms: with the server plugins disabled (`--disable yjs`), notebooks open on
-rooms that do not exist and never connect their kernel (measured: tests/test_browser.py). When
-the front runs without the collaboration plugins, it takes those extensions off its page config
-and gives back what they disabled, so JupyterLab works as without them.
+Jupyverse serves every installed JupyterLab extension whatever plugins run, and the docprovider
+extension replaces JupyterLab's file browser and cell executor with ones that need the collaboration
+rooms: with the server plugins disabled (`--disable yjs`), notebooks open on rooms that do not exist
+and never connect their kernel (measured: tests/clients/test_browser.py). When the front runs
+without the collaboration plugins, it takes those extensions off its page config and gives back what
+they disabled, so JupyterLab works as without them.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ _LIBRARY_LOGGERS = ("httpx", "httpcore", "httpcore.http11", "httpcore.http2",
 
 
 def _redact_in_library_logs(secret: str, label: str = "[token]") -> None:
-    # httpx logs request URLs (the Jupyverse login URL carries ?token=) and upstream.py logs
+    # httpx logs request URLs (the Jupyverse login URL carries ?token=) and kernel_socket.py logs
     # handshake headers at debug level: scrub secrets from both, whatever the log configuration.
     if len(secret) < 4:
         return  # too short to scrub without mangling every line (and not a real secret)

@@ -38,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - websockets ships its C speedups for common platforms
     _apply_mask = None  # type: ignore[assignment]
 
-# Handshake lines at debug level, as websockets logged them; auth.py scrubs the secrets in
+# Handshake lines at debug level, as websockets logged them; credentials.py scrubs the secrets in
 # them (tokens, passwords, the remote's session cookie) before any handler sees them.
 _log = logging.getLogger(__name__)
 

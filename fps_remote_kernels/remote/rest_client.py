@@ -41,7 +41,7 @@ class RemoteClient:
 
     Authentication works for both families of remotes without configuration:
     `Authorization: token <t>` is sent on every request (jupyter_server, Kernel Gateway,
-    Enterprise Gateway read it; scheme, header and token source are options, see auth.py); a
+    Enterprise Gateway read it; scheme, header and token source are options, see credentials.py); a
     Jupyverse remote ignores it and refuses the request, so the client logs in once with
     `?token=`, keeps the cookie the remote sets, and logs in again when the remote refuses it
     (after a restart, the remote signs cookies with a new secret). Every cookie the remote sets

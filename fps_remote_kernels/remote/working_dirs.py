@@ -1,6 +1,7 @@
 """Kernels that start where their notebook is.
 
-What each kind of remote does with the notebook's directory (measured, tests/test_working_dirs.py):
+What each kind of remote does with the notebook's directory (measured,
+tests/remote/test_working_dirs.py):
 the front sends it as `path` (relative to the front's root) and the remote starts the kernel in
 that directory under its own root when it exists there: jupyter_server, Kernel Gateway and
 Enterprise Gateway with local kernels (jupyter_server's `cwd_for_path`), Jupyverse for the

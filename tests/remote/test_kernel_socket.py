@@ -1,7 +1,7 @@
-"""The upstream WebSocket client (fps_remote_kernels/upstream.py) against a raw server of the
-test's own, for what a real remote cannot be made to do on cue: frames split across reads,
-fragmented messages, close codes, refused or broken handshakes, a remote gone silent, a
-reader that does not read."""
+"""The upstream WebSocket client (fps_remote_kernels/remote/kernel_socket.py) against a raw server
+of the test's own, for what a real remote cannot be made to do on cue: frames split across reads,
+fragmented messages, close codes, refused or broken handshakes, a remote gone silent, a reader that
+does not read."""
 
 from __future__ import annotations
 
