@@ -27,6 +27,7 @@ def status(state: str, channel: str = "iopub") -> dict:
     return make_message("status", {"execution_state": state}, "s", channel)
 
 
+@pytest.mark.fast
 def test_v1_status_frames_set_the_state() -> None:
     """A v1 iopub status frame sets the execution state; other frames leave it."""
     activity = Activity()
@@ -42,6 +43,7 @@ def test_v1_status_frames_set_the_state() -> None:
     assert activity.kernels[KERNEL].execution_state == "idle"
 
 
+@pytest.mark.fast
 def test_v1_status_read_without_json_reads_as_json_does() -> None:
     """The JSON-free reading of usual status frames agrees with parsing them: other spacing,
     extra content keys, an unknown state, a non-status msg_type, a broken content."""
@@ -68,6 +70,7 @@ def test_v1_status_read_without_json_reads_as_json_does() -> None:
     assert state_after(spaced, b'{"execution_state":"busy"}') == "busy"
 
 
+@pytest.mark.fast
 def test_legacy_status_frames_set_the_state() -> None:
     """Legacy text and binary status messages set the state; garbage is ignored."""
     activity = Activity()
@@ -80,6 +83,7 @@ def test_legacy_status_frames_set_the_state() -> None:
     assert activity.kernels[KERNEL].execution_state == "idle"
 
 
+@pytest.mark.fast
 def test_merge_prefers_what_the_front_saw() -> None:
     """The merged model has the front's state, the later last activity and at least the
     front's sockets; a remote that says `dead` is believed; unknown kernels are untouched."""

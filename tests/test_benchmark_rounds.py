@@ -8,6 +8,8 @@ from benchmarks import report
 from benchmarks.bench import Collector, aggregate
 from benchmarks.scenarios import Params
 
+pytestmark = pytest.mark.fast
+
 
 def _collector(rounds: list[tuple[list[float], list[float]]]) -> Collector:
     c = Collector()

@@ -511,6 +511,7 @@ def mutated_frames() -> st.SearchStrategy[bytes]:
 
 @settings(max_examples=1500, deadline=None)
 @given(frame=st.one_of(st.binary(max_size=120), mutated_frames()))
+@pytest.mark.fast
 def test_every_v1_frame_the_front_lets_through_is_safe_for_the_remote(frame: bytes) -> None:
     """Hypothesis: the front's v1 check either refuses a frame (FrameError, nothing else) or
     lets through, untouched, a frame Jupyverse's own parser reads within its bounds — the
@@ -530,6 +531,7 @@ def test_every_v1_frame_the_front_lets_through_is_safe_for_the_remote(frame: byt
 @settings(max_examples=500, deadline=None)
 @given(text=st.one_of(st.text(max_size=80), JSON_VALUES.map(json.dumps),
                       st.binary(max_size=80)))
+@pytest.mark.fast
 def test_legacy_frames_are_refused_or_translated_to_valid_v1(text: str | bytes) -> None:
     """Hypothesis: a legacy client's frame is either refused (FrameError) or becomes a v1
     frame that passes the v1 check; garbage never goes upstream as such."""

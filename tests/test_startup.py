@@ -43,6 +43,7 @@ JUPYVERSE = str(Path(sys.executable).parent / "jupyverse")
         ("no_such_option", "1", "remote_kernels.no_such_option"),
     ],
 )
+@pytest.mark.fast
 def test_bad_option_values_fail_naming_the_option(option: str, value: str, complaint: str
                                                   ) -> None:
     """Each invalid value is refused with a message that names `remote_kernels.<option>`."""
@@ -51,6 +52,7 @@ def test_bad_option_values_fail_naming_the_option(option: str, value: str, compl
     assert complaint in str(refused.value)
 
 
+@pytest.mark.fast
 def test_option_values_from_the_command_line_are_parsed() -> None:
     """String values as `--set` passes them become typed, normalised options."""
     config = load_config({
@@ -63,6 +65,7 @@ def test_option_values_from_the_command_line_are_parsed() -> None:
     assert config.verify is False and config.request_timeout == 7.5
 
 
+@pytest.mark.fast
 def test_token_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without `token`, the token comes from the variable named by `token_env`."""
     monkeypatch.setenv("MY_REMOTE_TOKEN", "s3cret")

@@ -11,6 +11,8 @@ from fps_remote_kernels.api.placement import Pools, placement_order
 from fps_remote_kernels.api.store import Store
 from fps_remote_kernels.config import load_config
 
+pytestmark = pytest.mark.fast
+
 MEMBERS = ["a", "b", "c"]
 
 

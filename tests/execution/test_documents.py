@@ -73,6 +73,7 @@ async def test_front_survives_an_open_notebook_deleted(collab_front: Server) -> 
         await api.aclose()
 
 
+@pytest.mark.fast
 def test_collaboration_plugins_off_by_default(tmp_path: Path) -> None:
     """front_server enables the collaboration plugins only when asked."""
     args = front_server(tmp_path, "http://127.0.0.1:1/", "t", ui=True).args

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import pytest
 from jupyter_ydoc import YNotebook
 
 from fps_remote_kernels.execution.outputs import CellOutputs, process_text
+
+pytestmark = pytest.mark.fast
 
 
 def _cell() -> tuple[YNotebook, CellOutputs]:

@@ -37,6 +37,7 @@ class Clock:
         return self.now
 
 
+@pytest.mark.fast
 def test_fastapi_solve_dependencies_still_takes_what_the_cache_passes() -> None:
     """FastAPI's solve_dependencies (not public API) has the keyword parameters the cache
     passes on a miss; if FastAPI changes them, this fails and the cache turns itself off."""
@@ -46,6 +47,7 @@ def test_fastapi_solve_dependencies_still_takes_what_the_cache_passes() -> None:
     assert solve_dependencies_supported()
 
 
+@pytest.mark.fast
 def test_entries_expire_after_the_ttl() -> None:
     """An entry is returned until its ttl has passed, then never again."""
     clock = Clock()
@@ -58,6 +60,7 @@ def test_entries_expire_after_the_ttl() -> None:
     assert len(cache) == 0
 
 
+@pytest.mark.fast
 def test_the_cache_is_bounded_and_drops_the_oldest_entry() -> None:
     """Past max_entries the oldest entry goes; a ttl of 0 stores nothing."""
     cache = AuthCache(10.0, max_entries=3)
@@ -69,6 +72,7 @@ def test_the_cache_is_bounded_and_drops_the_oldest_entry() -> None:
     assert len(off) == 0 and not off.enabled
 
 
+@pytest.mark.fast
 def test_auth_cache_ttl_is_validated() -> None:
     """A negative or too long auth_cache_ttl fails at start-up naming the option."""
     for bad in (-1, 61):

@@ -7,6 +7,8 @@ import pytest
 from fps_remote_kernels.host import collaboration_guards
 from fps_remote_kernels.host.code_check import code_digest
 
+pytestmark = pytest.mark.fast
+
 pytest.importorskip("fps_file_id")
 
 

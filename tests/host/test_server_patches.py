@@ -16,6 +16,7 @@ from tests.support.servers import Server, front_server
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.fast
 def test_anyio_send_eof_is_the_code_the_patch_was_written_for() -> None:
     """anyio's SocketStream.send_eof is unchanged since the patch was written: when this
     fails, check whether uvloop still needs the patch and update SEND_EOF_DIGEST."""
@@ -58,6 +59,7 @@ def test_front_on_uvloop_survives_an_idle_kept_alive_connection(remote: Server,
     ("anycorn.tcp_server:TCPServer.__init__", "TCP_SERVER_INIT_DIGEST"),
     ("anycorn.tcp_server:TCPServer.protocol_send", "PROTOCOL_SEND_DIGEST"),
 ])
+@pytest.mark.fast
 def test_relay_path_code_is_the_code_the_patches_were_written_for(name: str, digest: str
                                                                   ) -> None:
     """wsproto's frame serialization and anycorn's send lock are unchanged since the
@@ -72,6 +74,7 @@ def test_relay_path_code_is_the_code_the_patches_were_written_for(name: str, dig
     assert code_digest(function) == getattr(serverpatches, digest)
 
 
+@pytest.mark.fast
 def test_patched_frames_are_byte_for_byte_wsprotos() -> None:
     """The one-copy serialization writes exactly the bytes wsproto's own code writes, for
     every length class, opcode, fin bit and payload type; a control frame too long is

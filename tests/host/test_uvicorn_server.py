@@ -35,6 +35,7 @@ def uvicorn_front(remote: Server, tmp_path_factory: pytest.TempPathFactory) -> I
     server.stop()
 
 
+@pytest.mark.fast
 def test_uvicorn_protocol_is_the_code_the_subclass_was_written_for() -> None:
     """uvicorn's wsproto WSProtocol.connection_lost is unchanged: when this fails, check which
     code uvicorn reports for a client gone without a Close frame, and update the digest."""
@@ -44,6 +45,7 @@ def test_uvicorn_protocol_is_the_code_the_subclass_was_written_for() -> None:
         == uvicorn_server.CONNECTION_LOST_DIGEST
 
 
+@pytest.mark.fast
 def test_uvicorn_protocol_queue_and_event_are_used_as_written_for() -> None:
     """uvicorn's wsproto WSProtocol is unchanged: the front replaces its queue and `writable`
     event by lighter ones that offer only what it uses. When this fails, check what uvicorn
@@ -53,6 +55,7 @@ def test_uvicorn_protocol_queue_and_event_are_used_as_written_for() -> None:
     assert code_digest(WSProtocol) == uvicorn_server.WS_PROTOCOL_DIGEST
 
 
+@pytest.mark.fast
 def test_wsproto_connection_is_a_pass_through_once_open() -> None:
     """wsproto's WSConnection is unchanged: once the handshake is done it only passes calls on
     to its `connection`, which the front's uvicorn protocol then uses directly. When this
@@ -62,6 +65,7 @@ def test_wsproto_connection_is_a_pass_through_once_open() -> None:
     assert code_digest(WSConnection) == uvicorn_server.WS_CONNECTION_DIGEST
 
 
+@pytest.mark.fast
 async def test_inbox_returns_messages_in_order_and_wakes_one_getter() -> None:
     """The lighter queue returns what was put, in order, across a backlog, to waiting getters."""
     import anyio
@@ -85,6 +89,7 @@ async def test_inbox_returns_messages_in_order_and_wakes_one_getter() -> None:
     assert inbox.empty()
 
 
+@pytest.mark.fast
 async def test_inbox_getter_cancelled_after_its_wake_up_passes_it_on() -> None:
     """As asyncio.Queue: a getter cancelled once woken does not swallow the message's wake-up."""
     import asyncio
@@ -102,6 +107,7 @@ async def test_inbox_getter_cancelled_after_its_wake_up_passes_it_on() -> None:
     assert first.cancelled() and inbox.empty()
 
 
+@pytest.mark.fast
 async def test_flag_wakes_waiters_on_set() -> None:
     """The lighter `writable` event: set at first; clear makes wait() wait until set()."""
     import anyio
@@ -247,6 +253,7 @@ async def _opened_protocol(app: Any) -> tuple[Any, _Transport]:
     return protocol, transport
 
 
+@pytest.mark.fast
 async def test_reading_from_a_client_pauses_only_when_its_messages_wait() -> None:
     """An app that takes each client message at once never pauses reading; one that does not
     read pauses it at READ_AHEAD_MESSAGES waiting, and reading resumes once it took them."""
@@ -295,6 +302,7 @@ async def test_reading_from_a_client_pauses_only_when_its_messages_wait() -> Non
     (None, 1006),  # gone without a Close frame
     (bytes([0x88, 0x80]) + bytes(4), 1005),  # a Close frame without a code, masked
 ], ids=["vanished", "closed"])
+@pytest.mark.fast
 async def test_a_connection_lost_without_a_close_frame_is_1006_and_a_close_frame_keeps_its_code(
         close_frame: bytes | None, expected: int) -> None:
     """The app hears 1006 from a client gone without a Close frame, and the client's own code

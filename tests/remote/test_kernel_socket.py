@@ -78,6 +78,7 @@ async def open_(url: str, **kwargs: object) -> UpstreamConnection:
     return await connect(url, **options)  # type: ignore[arg-type]
 
 
+@pytest.mark.fast
 async def test_handshake_sends_subprotocols_and_extra_headers() -> None:
     """The upgrade request carries the offered subprotocols, Cookie and Authorization, and
     the subprotocol the remote chose is the connection's."""
@@ -112,6 +113,7 @@ async def test_handshake_sends_subprotocols_and_extra_headers() -> None:
 
 
 @pytest.mark.parametrize("status", [403, 404, 500])
+@pytest.mark.fast
 async def test_refused_handshake_raises_its_status(status: int) -> None:
     """A handshake answered with another status than 101 raises HandshakeRefused(status)."""
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -126,6 +128,7 @@ async def test_refused_handshake_raises_its_status(status: int) -> None:
 
 
 @pytest.mark.parametrize("answer", [b"SSH-2.0-OpenSSH_9.2\r\n", b"", b"HTTP/1.1 101 OK\r\n"])
+@pytest.mark.fast
 async def test_an_answer_that_is_not_http_raises_not_http(answer: bytes) -> None:
     """Bytes that are not HTTP, or a connection closed before the whole answer, raise NotHTTP."""
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -138,6 +141,7 @@ async def test_an_answer_that_is_not_http_raises_not_http(answer: bytes) -> None
             await open_(url)
 
 
+@pytest.mark.fast
 async def test_a_wrong_accept_or_an_unoffered_subprotocol_is_refused() -> None:
     """A 101 with a wrong Sec-WebSocket-Accept, or choosing a subprotocol the front did not
     offer, raises HandshakeError."""
@@ -156,6 +160,7 @@ async def test_a_wrong_accept_or_an_unoffered_subprotocol_is_refused() -> None:
         assert not isinstance(refused.value, (HandshakeRefused, NotHTTP))
 
 
+@pytest.mark.fast
 async def test_a_remote_that_never_answers_the_handshake_times_out() -> None:
     """No answer to the upgrade request: TimeoutError at open_timeout."""
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -167,6 +172,7 @@ async def test_a_remote_that_never_answers_the_handshake_times_out() -> None:
             await open_(url, open_timeout=0.3)
 
 
+@pytest.mark.fast
 async def test_frames_split_across_reads_and_several_frames_in_one_read() -> None:
     """Frames arriving a byte at a time, and several frames in one write, all come whole and
     in order, text as str and binary as bytes."""
@@ -191,6 +197,7 @@ async def test_frames_split_across_reads_and_several_frames_in_one_read() -> Non
             await conn.close()
 
 
+@pytest.mark.fast
 async def test_a_message_fragmented_in_several_frames_with_a_ping_between() -> None:
     """A message in several frames (small and large ones, a ping among them) arrives as one
     message; the ping is answered with a pong carrying its payload."""
@@ -216,6 +223,7 @@ async def test_a_message_fragmented_in_several_frames_with_a_ping_between() -> N
     assert pong[0] == (0xA, b"are you there")
 
 
+@pytest.mark.fast
 async def test_a_large_message_in_one_frame_spanning_several_chunks() -> None:
     """A 9 MB frame (over two of the client's 4 MiB read buffers) arrives byte for byte."""
     payload = os.urandom(9_000_001)
@@ -232,6 +240,7 @@ async def test_a_large_message_in_one_frame_spanning_several_chunks() -> None:
             await conn.close()
 
 
+@pytest.mark.fast
 async def test_the_remotes_close_code_and_reason_reach_the_reader() -> None:
     """A close frame from the remote: the messages before it are read, then recv raises
     ConnectionClosed with its code and reason; the client echoes the code."""
@@ -254,6 +263,7 @@ async def test_the_remotes_close_code_and_reason_reach_the_reader() -> None:
     assert echoed[0][0] == 8 and echoed[0][1][:2] == (4001).to_bytes(2, "big")
 
 
+@pytest.mark.fast
 async def test_close_sends_code_and_reason_and_waits_for_the_remotes() -> None:
     """close(code, reason) sends them; it returns once the remote answered and left."""
     got: list[tuple[int, bytes]] = []
@@ -274,6 +284,7 @@ async def test_close_sends_code_and_reason_and_waits_for_the_remotes() -> None:
     assert closed.value.sent is not None and closed.value.sent.code == 1001
 
 
+@pytest.mark.fast
 async def test_a_remote_that_stops_answering_pings_is_closed_with_1011() -> None:
     """Keepalive: a remote that answers no ping within ping_timeout ends the connection;
     recv raises ConnectionClosed, no close frame received, 1011 sent."""
@@ -291,6 +302,7 @@ async def test_a_remote_that_stops_answering_pings_is_closed_with_1011() -> None
     assert closed.value.sent is not None and closed.value.sent.code == 1011
 
 
+@pytest.mark.fast
 async def test_pings_answered_keep_the_connection_open() -> None:
     """A remote that answers pings keeps the connection past several ping intervals."""
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -309,6 +321,7 @@ async def test_pings_answered_keep_the_connection_open() -> None:
             await conn.close()
 
 
+@pytest.mark.fast
 async def test_read_ahead_is_bounded_while_the_reader_does_not_read() -> None:
     """A reader that does not read: the client stops reading the socket with max_queue
     messages waiting (the remote is held back), and resumes, in order, when read."""
@@ -343,6 +356,7 @@ async def test_read_ahead_is_bounded_while_the_reader_does_not_read() -> None:
     (frame(b"x", 3), 1002),
     (frame(b"x", 0), 1002),
 ])
+@pytest.mark.fast
 async def test_a_remote_breaking_the_protocol_is_failed(bad: bytes, code: int) -> None:
     """A masked frame, a text frame that is not UTF-8, an unknown opcode or a continuation
     of nothing: the client closes with 1002/1007 and recv raises ConnectionClosed."""
@@ -366,6 +380,7 @@ async def test_a_remote_breaking_the_protocol_is_failed(bad: bytes, code: int) -
     assert got[0][0] == 8 and got[0][1][:2] == code.to_bytes(2, "big")
 
 
+@pytest.mark.fast
 async def test_sent_messages_are_masked_frames_the_remote_reads() -> None:
     """send(): text as a text frame, bytes as a binary frame, small and large."""
     got: list[tuple[int, bytes]] = []
@@ -389,6 +404,7 @@ async def test_sent_messages_are_masked_frames_the_remote_reads() -> None:
     assert got == [(1, "hé".encode()), (2, b"\x00\x01"), (2, big)]
 
 
+@pytest.mark.fast
 async def test_the_connection_lost_without_a_close_frame() -> None:
     """The TCP connection drops mid-message: recv raises ConnectionClosed with nothing
     received (the bridge then tells its client 1011)."""
