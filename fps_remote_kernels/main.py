@@ -64,7 +64,7 @@ class RemoteKernelsModule(Module):
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
-        exit_nonzero_on_failure(self._exceptions)
+        exit_nonzero_on_failure(self.exceptions)
         local = self._local_kernels_module()
         if local is not None:
             if not self.config.all_remotes() and not self.config.local_kernels:
@@ -187,11 +187,13 @@ class RemoteKernelsModule(Module):
     async def _stop_gracefully_on_sigterm(self) -> None:
         # fps stops gracefully on Ctrl-C only; service managers send SIGTERM. Stopping
         # gracefully closes kernel sockets with 1012 (clients reconnect) and honours
-        # shutdown_kernels_on_stop, instead of dropping everything.
+        # shutdown_kernels_on_stop, instead of dropping everything. fps's public exit_app()
+        # stops the application as its own way out does; turning SIGTERM into a SIGINT would
+        # do nothing where SIGINT is ignored (every `cmd &` of a shell script).
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
-                logger.info("SIGTERM received: stopping as on Ctrl-C")
-                signal.raise_signal(signal.SIGINT)
+                logger.info("SIGTERM received: stopping")
+                self.exit_app()
                 return
 
     async def stop(self) -> None:
