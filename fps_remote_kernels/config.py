@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -54,7 +55,7 @@ class _RemoteConnection(Config):
         ),
     )
     headers: dict[str, str] = Field(
-        default_factory=dict,
+        default={},  # pydantic copies it per instance; jupyverse --help-all shows it
         description=(
             "Extra HTTP headers sent to the remote on every request and WebSocket handshake, "
             'as a JSON object, e.g. {"X-Forwarded-User": "alice"}.'
@@ -74,7 +75,8 @@ class _RemoteConnection(Config):
         default=None,
         description="Path to the client certificate's private key, if not inside client_cert.",
     )
-    # -- credentials as deployments hand them out (GatewayClient's names in the README) --
+    # -- credentials as deployments hand them out (GatewayClient's names;
+    # docs/operators/credentials.md) --
     auth_scheme: str = Field(
         default="token",
         description=(
@@ -145,7 +147,7 @@ class _RemoteConnection(Config):
         ),
     )
     kernelspecs: list[str] = Field(
-        default_factory=lambda: ["*"],
+        default=["*"],
         description=(
             "Which of the remote's kernelspecs the front offers: names or shell-style "
             'patterns, as a JSON list, e.g. ["python3", "gpu-*"].'
@@ -284,7 +286,7 @@ class RemoteKernelsConfig(_RemoteConnection):
     # Not `name`: fps passes the module's own name as `name`.
     remote_name: str = Field(default="remote", description=_NAME_DESCRIPTION)
     remotes: list[RemoteConfig] = Field(
-        default_factory=list,
+        default=[],
         description=(
             "Several remotes, as a JSON list of objects with the keys of a single remote "
             "(name, url, kind, token, token_env, token_file, auth_scheme, auth_header, "
@@ -327,7 +329,7 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
     env_allowlist: list[str] = Field(
-        default_factory=list,
+        default=[],
         description=(
             "Names of the front's environment variables sent to the remote on kernel start "
             "(besides KERNEL_USERNAME and the variables given in the request), as a JSON list, "
@@ -390,7 +392,8 @@ class RemoteKernelsConfig(_RemoteConnection):
         description=(
             "Event loop of the whole front process: asyncio, or uvloop (faster; needs the "
             "uvloop package, and changes one anyio function so that anycorn works with it: "
-            "see the README). Applies to the whole Jupyverse server, not only this plugin."
+            "see docs/operators/front-process.md). Applies to the whole Jupyverse server, not "
+            "only this plugin."
         ),
     )
 
@@ -400,7 +403,8 @@ class RemoteKernelsConfig(_RemoteConnection):
             "The HTTP server of the whole front: anycorn (Jupyverse's own), or uvicorn "
             "(faster per request and per kernel message; needs `pip install "
             "'fps-remote-kernels[uvicorn]'` and `--set start_server=false`, so that Jupyverse "
-            "does not start its own; serves on Jupyverse's host and port). See the README."
+            "does not start its own; serves on Jupyverse's host and port). See "
+            "docs/operators/front-process.md."
         ),
     )
 
@@ -409,8 +413,8 @@ class RemoteKernelsConfig(_RemoteConnection):
         description=(
             "Apply the front's version-checked speed-ups to its server (fewer copies of each "
             "kernel message in wsproto, no event-loop turn for an uncontended send lock in "
-            "anycorn; see the README). Each applies only to the library code it was written "
-            "for. Set false to run the libraries unchanged."
+            "anycorn; see docs/operators/front-process.md). Each applies only to the library "
+            "code it was written for. Set false to run the libraries unchanged."
         ),
     )
 
@@ -665,16 +669,32 @@ def _base_url(value: str, schemes: tuple[str, ...]) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+class ConfigError(ValueError):
+    """A configuration the front cannot start with; the message names each option."""
+
+
 def load_config(kwargs: dict[str, Any]) -> RemoteKernelsConfig:
-    """Validate the module's keyword arguments, naming the failing option in the error."""
+    """Validate the module's keyword arguments, naming the failing option in the error, with
+    the value given and, for an unknown option, the known one it most resembles."""
     try:
         return RemoteKernelsConfig(**kwargs)
     except ValidationError as e:
-        problems = []
-        for error in e.errors():
-            field = ".".join(str(p) for p in error["loc"])
-            message = str(error["msg"]).removeprefix("Value error, ")
-            # Whole-model checks name their option at the start of the message.
-            problems.append(f"{OPTION_PREFIX}.{field} {message}" if field
-                            else f"{OPTION_PREFIX}.{message}")
-        raise ValueError("Invalid configuration: " + "; ".join(problems)) from None
+        problems = [_problem(error) for error in e.errors()]
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _problem(error: Any) -> str:
+    field = ".".join(str(p) for p in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not field:  # whole-model checks name their option at the start of the message
+        return f"{OPTION_PREFIX}.{message}"
+    option = f"{OPTION_PREFIX}.{field}"
+    if error["type"] == "extra_forbidden":
+        known = [*RemoteKernelsConfig.model_fields, *RemoteConfig.model_fields]
+        close = difflib.get_close_matches(field.rsplit(".", 1)[-1], known, n=1)
+        hint = f"; did you mean {OPTION_PREFIX}.{close[0]}?" if close else ""
+        return f"{option} is not an option{hint} (jupyverse --help-all lists them)"
+    given = error.get("input")
+    if isinstance(given, str | int | float) and repr(given) not in message:
+        message += f" (got {str(given)[:80]!r})"
+    return f"{option} {message}"

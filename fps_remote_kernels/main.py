@@ -22,11 +22,11 @@ from .api.placement import Pools
 from .api.routes import _RemoteKernels
 from .api.service import KernelService
 from .api.store import Store, default_store_path
-from .config import RemoteKernelsConfig, load_config
+from .config import ConfigError, RemoteKernelsConfig, load_config
 from .execution.executor import Executions
 from .host.auth_cache import cached_auth
 from .host.collaboration_guards import guard_file_ids, guard_rooms
-from .host.exit_status import exit_nonzero_on_failure
+from .host.exit_status import exit_nonzero_on_failure, refuse_to_start
 from .host.handshake_auth import authorize_at_handshake_only
 from .host.labextensions import installed, without_collaboration
 from .host.server_patches import tune_server, use_event_loop
@@ -44,7 +44,11 @@ logger = structlog.get_logger()
 class RemoteKernelsModule(Module):
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name)
-        self.config = load_config(kwargs)
+        try:
+            self.config = load_config(kwargs)
+        except ConfigError as error:
+            refuse_to_start(str(error))
+            raise
         # fps builds the modules before it starts the event loop: the loop is chosen here.
         use_event_loop(self.config.event_loop)
         if self.config.tune_server:
@@ -72,25 +76,27 @@ class RemoteKernelsModule(Module):
                 # kernel WebSockets get the front's handshake-only authentication.
                 await self._authorize_local_kernel_sockets_at_handshake()
                 return
-            raise RuntimeError(
+            refuse_to_start(
                 "fps-kernels and fps-remote-kernels both serve /api/kernels: "
                 "add --disable kernels to run kernels on the remote "
                 f"(or remove the '{local.name}' module from the configuration); for local "
-                "kernels next to remote ones, set remote_kernels.local_kernels=true instead"
-            )
+                "kernels next to remote ones, set remote_kernels.local_kernels=true instead",
+                self.exceptions)
+            return
         if not self.config.all_remotes() and not self.config.local_kernels:
-            raise ValueError(
+            refuse_to_start(
                 "remote_kernels.url is required: the URL of the server that runs the kernels, "
                 "e.g. --set remote_kernels.url=http://kernel-host:8002 (or "
-                "remote_kernels.local_kernels=true for kernels on this machine)"
-            )
+                "remote_kernels.local_kernels=true for kernels on this machine)",
+                self.exceptions)
+            return
         # Local kernels: a child kernel server of the front's, one more remote, listed last.
         self._local = LocalKernels(self.config) if self.config.local_kernels else None
         remote_configs = [*self.config.all_remotes(), *([self._local.remote] if self._local
                                                         else [])]
         self.put(self.config, RemoteKernelsConfig)
-        if self.config.server == "uvicorn":
-            await self._serve_with_uvicorn()
+        if self.config.server == "uvicorn" and not await self._serve_with_uvicorn():
+            return
         app = await self.get(App)
         # An early answer (413, 415, auth refusal) must not leave a connection hanging.
         app.add_middleware(CloseAfterUnreadBody)
@@ -153,17 +159,20 @@ class RemoteKernelsModule(Module):
                 tg.start_soon(self._cull, self._culler)
             self.done()
 
-    async def _serve_with_uvicorn(self) -> None:
+    async def _serve_with_uvicorn(self) -> bool:
         from fastapi import FastAPI
         from jupyverse_api.main import Host
 
         server = self.parent.modules.get("server") if self.parent is not None else None
         if server is not None and type(server).__module__.startswith("fps.web."):
-            raise ValueError("remote_kernels.server=uvicorn serves the front in place of "
-                             "Jupyverse's own server: add --set start_server=false")
+            refuse_to_start("remote_kernels.server=uvicorn serves the front in place of "
+                            "Jupyverse's own server: add --set start_server=false",
+                            self.exceptions)
+            return False
         host, port = listen_address((await self.get(Host)).url)
         self._uvicorn = UvicornServer(await self.get(FastAPI), host, port)
         self._uvicorn_done = anyio.Event()
+        return True
 
     async def _run_uvicorn(self, server: UvicornServer) -> None:
         try:

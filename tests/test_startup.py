@@ -85,6 +85,11 @@ def run_until_exit(args: list[str], cwd: Path, timeout: float = 60, expected_sta
     return output
 
 
+def words(output: str) -> str:
+    """The output with its line wrapping undone (fps's console wraps at 80 columns)."""
+    return " ".join(output.split())
+
+
 def test_front_with_fps_kernels_still_enabled_says_to_disable_it(tmp_path: Path) -> None:
     """Enabling fps-kernels next to this plugin stops start-up with `--disable kernels` advice
     and exit status 1."""
@@ -94,8 +99,9 @@ def test_front_with_fps_kernels_still_enabled_says_to_disable_it(tmp_path: Path)
         "--set", f"auth.directory={tmp_path / 'auth'}",
         "--set", "remote_kernels.url=http://127.0.0.1:9/",
     ], tmp_path, expected_status=1)
-    assert "add --disable kernels" in output
-    assert "remote_kernels.local_kernels=true" in output
+    assert "add --disable kernels" in words(output)
+    assert "remote_kernels.local_kernels=true" in words(output)
+    assert "Traceback" not in output and "Server running" not in output, output
 
 
 def test_front_without_url_says_url_is_required(tmp_path: Path) -> None:
@@ -105,7 +111,8 @@ def test_front_without_url_says_url_is_required(tmp_path: Path) -> None:
         JUPYVERSE, "--port", str(free_port()), *disabled_except(FRONT_API_PLUGINS),
         "--set", f"auth.directory={tmp_path / 'auth'}",
     ], tmp_path, expected_status=1)
-    assert "remote_kernels.url is required" in output
+    assert "remote_kernels.url is required" in words(output)
+    assert "Traceback" not in output and "Server running" not in output, output
 
 
 def test_uvicorn_front_next_to_jupyverse_own_server_says_to_turn_it_off(tmp_path: Path
@@ -118,7 +125,8 @@ def test_uvicorn_front_next_to_jupyverse_own_server_says_to_turn_it_off(tmp_path
         "--set", "remote_kernels.url=http://127.0.0.1:9/",
         "--set", "remote_kernels.server=uvicorn",
     ], tmp_path, expected_status=1)
-    assert "add --set start_server=false" in output
+    assert "add --set start_server=false" in words(output)
+    assert "Traceback" not in output, output
 
 
 def test_front_whose_port_is_taken_exits_with_status_1(tmp_path: Path) -> None:
@@ -142,6 +150,27 @@ def test_help_all_describes_every_option() -> None:
     for option in RemoteKernelsConfig.model_fields:
         assert f"remote_kernels.{option}:" in output
     assert "Description: None" not in output.split("remote_kernels.url:")[1].split("\n\n")[0]
+    assert "PydanticUndefined" not in output
+
+
+@pytest.mark.parametrize(("option", "said"), [
+    ("remote_kernels.ulr=http://gpu-box:8002",
+     "remote_kernels.ulr is not an option; did you mean remote_kernels.url?"),
+    ("remote_kernels.request_timeout=-1",
+     "remote_kernels.request_timeout must be a positive number of seconds (got '-1')"),
+    ("remote_kernels.kind=foo", "remote_kernels.kind must be one of auto, jupyverse"),
+])
+def test_a_configuration_mistake_is_said_in_one_line(option: str, said: str, tmp_path: Path
+                                                     ) -> None:
+    """A typo or a bad value stops the front with exit status 1 and one line that names the
+    option, the value and what is allowed (a close known name for a typo), no traceback."""
+    output = run_until_exit([
+        JUPYVERSE, "--port", str(free_port()), *disabled_except(FRONT_API_PLUGINS),
+        "--set", f"auth.directory={tmp_path / 'auth'}",
+        "--set", "remote_kernels.url=http://127.0.0.1:9/", "--set", option,
+    ], tmp_path, expected_status=1)
+    assert output.strip().splitlines() == [output.strip()], output
+    assert said in output
 
 
 async def test_example_config_starts_with_the_fps_cli(remote: Server, tmp_path: Path) -> None:

@@ -20,9 +20,33 @@ _CLIS = {"jupyverse", "fps"}
 _registered: set[int] = set()
 
 
+def under_cli() -> bool:
+    """Whether this process is the `jupyverse` or `fps` command (not a program embedding it)."""
+    return Path(sys.argv[0]).name in _CLIS
+
+
+class StartRefused(Exception):
+    """A mistake of the user's that stops start-up, said already in one line."""
+
+
+def refuse_to_start(message: str, failures: list[Exception] | None = None) -> None:
+    """Stop start-up for a mistake of the user's with one line that says it, and exit status 1
+    (fps would print a traceback box of some 40 lines for it). `failures`: fps's list of the
+    running application's failures (`Module.exceptions`); an entry there, never raised, stops
+    the application before it starts serving. None: before the application runs, exit at
+    once. A program that embeds the module gets the error raised instead."""
+    if not under_cli():
+        raise RuntimeError(message)
+    if failures is not None:
+        failures.append(StartRefused(message))  # fps says it, without a traceback
+        return
+    print(f"fps-remote-kernels: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
 def exit_nonzero_on_failure(failures: Sequence[BaseException]) -> None:
     """At exit, end the process with status 1 if `failures` (fps's list) is not empty."""
-    if Path(sys.argv[0]).name not in _CLIS or id(failures) in _registered:
+    if not under_cli() or id(failures) in _registered:
         return
     _registered.add(id(failures))
     atexit.register(_exit_if_failed, failures)

@@ -3,10 +3,10 @@ Gateway, Enterprise Gateway.
 
 Starts each kind with tests.support.servers, sends every route of the kernels, kernelspecs and
 sessions API with each way of passing the token, opens kernel WebSockets in several ways, checks
-which environment variables reach a kernel, and prints markdown (docs/remote-kinds.md is its
+which environment variables reach a kernel, and prints markdown (docs/dev/remote-kinds.md is its
 output):
 
-    .venv/bin/python tests/support/remote_kinds_probe.py [KIND ...] > docs/remote-kinds.md
+    .venv/bin/python tests/support/remote_kinds_probe.py [KIND ...] > docs/dev/remote-kinds.md
 
 Not a test: it asserts nothing, it reports. Every request and wait is bounded.
 """
