@@ -83,15 +83,15 @@ def test_each_known_kind_is_accepted(kind: str) -> None:
     assert load_config({"url": URL, "kind": kind}).kind == kind
 
 
-def test_an_unknown_key_is_refused() -> None:
-    """A misspelt option fails start-up instead of being ignored."""
-    assert "remote_kernels.request_timout Extra inputs are not permitted" in refusal(
-        {"url": URL, "request_timout": 5})
+def test_an_unknown_key_is_refused_with_the_option_it_resembles() -> None:
+    """A misspelt option fails start-up instead of being ignored, and says what was meant."""
+    assert "remote_kernels.request_timout is not an option; did you mean " \
+           "remote_kernels.request_timeout?" in refusal({"url": URL, "request_timout": 5})
 
 
 def test_an_unknown_key_inside_a_remote_is_refused() -> None:
     """A misspelt key in one entry of remotes names the entry's index."""
-    assert "remote_kernels.remotes.0.tokn" in refusal(
+    assert "remote_kernels.remotes.0.tokn is not an option" in refusal(
         {"remotes": [{"name": "a", "url": URL, "tokn": "x"}]})
 
 
@@ -199,3 +199,17 @@ def test_the_token_never_appears_in_a_refusal() -> None:
                                     "kind": "nope"}]})
     assert "remote_kernels.remotes.0.kind" in message
     assert "s3cret-token" not in message
+
+
+@pytest.mark.xfail(strict=True, reason="load_config's `(got ...)` repeats a refused URL whole, "
+                   "credentials and query included (config.py _problem)")
+@pytest.mark.parametrize("options", [
+    {"url": "http://user:hunter2@h:1/"},
+    {"url": "http://h:1/?token=hunter2"},
+    {"remotes": [{"name": "a", "url": "https://u:hunter2@h/"}]},
+    {"url": URL, "ws_url": "ws://u:hunter2@h/"},
+])
+def test_a_refused_url_does_not_repeat_its_credentials(options: dict[str, Any]) -> None:
+    """A URL refused for carrying a password or a token: the error (which goes to the log)
+    does not repeat that secret."""
+    assert "hunter2" not in refusal(options)
