@@ -106,8 +106,7 @@ def test_a_forgotten_kernel_leaves_models_untouched() -> None:
 
 
 def test_a_later_remote_activity_and_more_remote_connections_are_kept() -> None:
-    """merge keeps the remote's last_activity when it is later, and its connection count when
-    it is higher than the front's own."""
+    """merge keeps the remote's later last_activity and higher connection count."""
     activity = Activity()
     activity.opened(KERNEL, "s")
     future = format_time(time.time() + 3600)

@@ -210,6 +210,5 @@ def test_the_token_never_appears_in_a_refusal() -> None:
     {"url": URL, "ws_url": "ws://u:hunter2@h/"},
 ])
 def test_a_refused_url_does_not_repeat_its_credentials(options: dict[str, Any]) -> None:
-    """A URL refused for carrying a password or a token: the error (which goes to the log)
-    does not repeat that secret."""
+    """A URL refused for carrying a password or token: the error does not repeat the secret."""
     assert "hunter2" not in refusal(options)

@@ -76,8 +76,7 @@ def test_a_remote_is_up_until_a_request_fails_or_answers_5xx() -> None:
 
 
 def test_sockets_and_relayed_traffic_are_summed_per_remote() -> None:
-    """Open sockets, and frames and bytes each way, are reported per kernel's remote; a
-    kernel whose remote is not known is counted under `unknown`."""
+    """Sockets and relayed frames and bytes are summed per remote (`unknown` if none)."""
     metrics = Metrics(["a", "b"], {"k1": "a", "k2": "a"}.get)
     metrics.opened("k1", "s1")
     metrics.opened("k2", "s2")

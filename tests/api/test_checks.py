@@ -223,8 +223,7 @@ def test_kernel_env_of_plain_strings_is_accepted() -> None:
     ({"A": "a\0b"}, "forbidden character"),
 ])
 def test_kernel_env_is_checked_as_enterprise_gateway_does(env: dict, words: str) -> None:
-    """Bad names, non-strings, values over 4096 characters or with shell metacharacters are
-    400 before any remote is contacted."""
+    """Bad names, non-strings, long values and shell metacharacters are 400, as EG refuses."""
     error = refused(check_env, env)
     assert error.status == 400 and words in error.message
 

@@ -99,8 +99,7 @@ def culler_of(service: StandInService, culled: list[tuple[str, str]]) -> Culler:
 
 
 async def test_a_round_culls_only_idle_kernels_the_front_started(store: Store) -> None:
-    """Idle kernels the front started are shut down and reported with their remote; busy,
-    recent and not-started-by-the-front ones stay."""
+    """A round culls the idle kernels the front started, not busy, recent or others'."""
     service = StandInService(store)
     for kernel_id, remote, started, idle, state in [
         ("idle", "a", True, 600, "idle"), ("busy", "a", True, 600, "busy"),

@@ -143,8 +143,7 @@ async def test_one_kernelspec_by_name_and_an_unknown_one(api: httpx.AsyncClient)
 
 async def test_a_kernel_is_started_listed_got_and_deleted(api: httpx.AsyncClient,
                                                           gateway: FakeGateway) -> None:
-    """POST 201 with its Location, listed, got by id, DELETE 204, then 404; the remote
-    started and shut it down."""
+    """A kernel: POST 201 with Location, listed, got, DELETE 204, then 404; on the remote too."""
     started = await call(api, "POST", "/api/kernels", json={"name": "python3"})
     assert started.status_code == 201, started.text
     kernel_id = started.json()["id"]
@@ -161,8 +160,7 @@ async def test_a_kernel_is_started_listed_got_and_deleted(api: httpx.AsyncClient
 
 async def test_a_kernel_start_sends_the_kernel_user_and_the_requested_env(
         api: httpx.AsyncClient, gateway: FakeGateway) -> None:
-    """The gateway is asked with KERNEL_USERNAME and the request's variables, never the
-    front's token (the single user's name in token mode)."""
+    """A start sends KERNEL_USERNAME and the request's env to the remote, never a token."""
     started = await call(api, "POST", "/api/kernels",
                          json={"name": "python3", "env": {"KERNEL_NS": "x"}})
     await call(api, "DELETE", f"/api/kernels/{started.json()['id']}")
@@ -205,8 +203,7 @@ async def test_interrupt_is_204_and_restart_answers_the_model(api: httpx.AsyncCl
 
 async def test_a_session_is_created_with_its_kernel_in_the_notebooks_directory(
         api: httpx.AsyncClient, gateway: FakeGateway) -> None:
-    """POST /api/sessions starts a kernel with the notebook's directory as its path and
-    answers 201 with the session and kernel; the front keeps it (a gateway has none)."""
+    """POST /api/sessions: 201, its kernel started in the notebook's directory, front-kept."""
     response = await call(api, "POST", "/api/sessions", json={
         "path": "work/a.ipynb", "type": "notebook", "name": "a.ipynb",
         "kernel": {"name": "python3"}})
@@ -255,8 +252,7 @@ async def test_a_session_renamed_keeps_its_kernel(api: httpx.AsyncClient) -> Non
 
 async def test_deleting_a_session_shuts_its_kernel_down(api: httpx.AsyncClient,
                                                         gateway: FakeGateway) -> None:
-    """DELETE /api/sessions/{id}: 204, the kernel it alone used is gone from the remote, and
-    the session is 404 afterwards."""
+    """DELETE /api/sessions/{id}: 204, its kernel gone from the remote, the session 404."""
     session = (await call(api, "POST", "/api/sessions", json={
         "path": "gone.ipynb", "type": "notebook", "name": "gone.ipynb",
         "kernel": {"name": "python3"}})).json()
@@ -294,8 +290,7 @@ async def test_a_failing_remote_is_502_without_credentials_in_the_answer(
 
 async def test_a_remote_refusing_the_fronts_token_is_502_naming_the_option(
         api: httpx.AsyncClient, gateway: FakeGateway) -> None:
-    """The remote refusing our credentials is 502 that says to check remote_kernels.token,
-    without the token."""
+    """The remote refusing our token is 502 naming remote_kernels.token, without the token."""
     gateway.token = "another-token"
     try:
         response = await call(api, "GET", "/api/kernels")
@@ -308,8 +303,7 @@ async def test_a_remote_refusing_the_fronts_token_is_502_naming_the_option(
 
 async def test_the_remote_is_sent_its_token_and_never_the_fronts(
         api: httpx.AsyncClient, gateway: FakeGateway) -> None:
-    """Every request reaching the remote carries `Authorization: token <remote token>` and
-    neither the front's token nor its cookie."""
+    """The remote gets `Authorization: token <its token>`, never the front's token or cookie."""
     before = len(gateway.requests)
     await call(api, "GET", "/api/kernels")
     for _, _, headers in gateway.requests[before:]:
@@ -344,8 +338,7 @@ async def down_front(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 ])
 async def test_a_remote_that_is_down_is_503_unreachable(down_front: Front, method: str,
                                                         path: str) -> None:
-    """Nothing listening at the remote's address: 503 (JupyterLab keeps polling), with a
-    message that names the remote and carries no token."""
+    """A remote down is 503 unreachable (JupyterLab keeps polling), naming it, with no token."""
     response = await call(down_front.client, method, path,
                           **({"json": {"name": "python3"}} if method == "POST" else {}))
     assert response.status_code == 503, response.text
@@ -378,8 +371,7 @@ async def pair(tmp_path_factory: pytest.TempPathFactory
 
 async def test_two_remotes_kernelspecs_are_merged_with_clashes_prefixed(
         pair: tuple[Front, FakeGateway, FakeGateway]) -> None:
-    """Both remotes' specs: the first remote's python3 keeps its name, the second's is
-    b:python3; display names say the remote; the default is the first remote's."""
+    """Two remotes' kernelspecs merge: a clash is b:python3, display names say the remote."""
     front, _, _ = pair
     specs = (await call(front.client, "GET", "/api/kernelspecs")).json()
     assert specs["default"] == "python3"
@@ -392,8 +384,7 @@ async def test_two_remotes_kernelspecs_are_merged_with_clashes_prefixed(
 
 async def test_a_prefixed_kernelspec_starts_on_its_remote(
         pair: tuple[Front, FakeGateway, FakeGateway]) -> None:
-    """b:python3 starts on remote b as python3; the front names it b:python3, and routes
-    the kernel's id to b."""
+    """b:python3 starts on remote b as python3, is named b:python3 and routed to b."""
     front, a, b = pair
     started = await call(front.client, "POST", "/api/kernels", json={"name": "b:python3"})
     assert started.status_code == 201, started.text
@@ -410,8 +401,7 @@ async def test_a_prefixed_kernelspec_starts_on_its_remote(
 
 async def test_one_remote_failing_leaves_the_others_listed(
         pair: tuple[Front, FakeGateway, FakeGateway]) -> None:
-    """With b failing, the kernel listing is 200: a's kernels as they are, b's known kernel
-    as unreachable (not gone), and b's kernelspecs left out."""
+    """One remote failing: a's kernels listed, b's known one unreachable, b's specs left out."""
     front, a, b = pair
     on_a = (await call(front.client, "POST", "/api/kernels", json={"name": "python3"})).json()
     on_b = (await call(front.client, "POST", "/api/kernels", json={"name": "ir"})).json()
@@ -446,8 +436,7 @@ def socket_to(front: Front, kernel_id: str, subprotocols: list[str], *,
 
 async def test_frames_are_relayed_text_as_text_and_bytes_as_bytes(front: Front,
                                                                   kernel: str) -> None:
-    """Through a subprotocol the front does not know (relayed as agreed), a text frame comes
-    back as text and a binary frame as the same bytes."""
+    """On a subprotocol relayed as agreed, text comes back as text and bytes as bytes."""
     with anyio.fail_after(10):
         async with socket_to(front, kernel, [ECHO]).connected() as ws:
             assert ws.subprotocol == ECHO
@@ -458,8 +447,7 @@ async def test_frames_are_relayed_text_as_text_and_bytes_as_bytes(front: Front,
 
 
 async def test_a_v1_request_gets_its_reply(front: Front, kernel: str) -> None:
-    """v1 agreed on both legs: a kernel_info_request reaches the kernel and its reply comes
-    back as a v1 frame whose parent is the request."""
+    """v1 on both legs: a kernel_info_request gets its v1 reply, parented to the request."""
     with anyio.fail_after(10):
         async with socket_to(front, kernel, [V1]).connected() as ws:
             assert ws.subprotocol == V1
@@ -473,8 +461,7 @@ async def test_a_v1_request_gets_its_reply(front: Front, kernel: str) -> None:
 
 
 async def test_a_legacy_client_of_a_v1_remote_is_translated(front: Front, kernel: str) -> None:
-    """A client offering no subprotocol talks JSON text; the remote gets v1 and the client
-    gets the kernel's messages back as JSON text, in order."""
+    """A legacy client of a v1 remote sends and gets JSON text, the kernel's messages in order."""
     with anyio.fail_after(10):
         async with socket_to(front, kernel, []).connected() as ws:
             assert ws.subprotocol is None
@@ -549,8 +536,7 @@ async def test_deleting_a_kernel_closes_its_sockets_with_1000(front: Front,
 
 async def test_an_open_socket_and_the_kernels_status_show_in_its_model(
         front: Front, api: httpx.AsyncClient, kernel: str) -> None:
-    """While a socket is open, the kernel's model counts it and has the state the kernel
-    last reported over the socket (idle after an execution)."""
+    """The kernel's model counts an open socket and has the state last seen on it."""
     with anyio.fail_after(10):
         async with socket_to(front, kernel, [V1]).connected() as ws:
             await ws.send(v1_request("execute_request", {"code": "1"}))
@@ -563,8 +549,7 @@ async def test_an_open_socket_and_the_kernels_status_show_in_its_model(
 
 async def test_a_front_kept_session_survives_a_restart_of_the_front(
         gateway: FakeGateway, tmp_path: Path) -> None:
-    """A session the front keeps is still there after the front restarts on the same
-    sessions_db (its SQLite store)."""
+    """A session the front keeps survives a restart of the front on the same sessions_db."""
     options = {"url": gateway.url, "kind": "kernel_gateway", "token": REMOTE_TOKEN}
     async with in_process_front(tmp_path, options, FRONT_TOKEN) as first:
         session = (await call(first.client, "POST", "/api/sessions", json={

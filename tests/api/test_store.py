@@ -79,8 +79,7 @@ def test_forgetting_a_kernel_forgets_its_sessions(store: Store) -> None:
 
 
 def test_a_doomed_kernel_leaves_listings_and_its_sessions_at_once(store: Store) -> None:
-    """Deleted while its remote was down: gone from kernels_of and counts, its sessions
-    dropped, but still known (doomed_of) so that it is shut down later."""
+    """A doomed kernel leaves listings and sessions at once, still known for its shutdown."""
     store.remember_kernel("k1", "a", started_by_front=True)
     store.add_session(session("s1", "k1"))
     store.doom_kernel("k1")
@@ -112,8 +111,7 @@ def test_a_session_id_is_unique(store: Store) -> None:
 
 
 def test_a_file_of_the_first_release_gets_the_new_columns(path: Path) -> None:
-    """A kernels table without `name` and `doomed` (the first release) is upgraded in place,
-    its rows kept."""
+    """A first-release file gets the `name` and `doomed` columns, its rows kept."""
     path.parent.mkdir(parents=True)
     old = sqlite3.connect(path)
     old.executescript("CREATE TABLE kernels (id TEXT PRIMARY KEY, remote TEXT NOT NULL, "

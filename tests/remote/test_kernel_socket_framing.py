@@ -160,8 +160,7 @@ def closed_cleanly(conn: UpstreamConnection) -> None:
 @FRAMING
 @given(message=MESSAGES)
 async def test_sent_messages_parse_as_one_masked_frame_each(message: str | bytes) -> None:
-    """Each message we send is one final, masked frame of its type whose unmasked payload
-    is the message, with the shortest length encoding: websockets' server reads it so."""
+    """Each sent message parses as one final masked frame, shortest length encoding."""
     conn, transport = opened()
     try:
         with anyio.fail_after(5):
@@ -210,8 +209,7 @@ async def test_every_bytes_like_message_is_sent_as_binary(kind: type) -> None:
 @given(code=st.sampled_from([1000, 1001, 1011, 1012, 3000, 4999]), reason=st.text(max_size=80))
 async def test_our_close_frame_parses_with_its_code_and_a_cut_reason(code: int, reason: str
                                                                      ) -> None:
-    """close(code, reason) sends a close frame websockets reads: that code, and the reason
-    cut to 123 bytes on a character boundary (still valid UTF-8)."""
+    """Our close frame parses with its code and the reason cut to 123 bytes of UTF-8."""
     conn, transport = opened()
     try:
         with anyio.fail_after(5):
@@ -230,8 +228,7 @@ async def test_our_close_frame_parses_with_its_code_and_a_cut_reason(code: int, 
 
 
 async def test_the_handshake_offers_what_websockets_accepts() -> None:
-    """Our upgrade request passes websockets' server checks, and the subprotocol it chose
-    is the connection's."""
+    """websockets' server accepts our upgrade request; its subprotocol is the connection's."""
     conn, _ = opened((V1,))
     try:
         assert conn.subprotocol == V1
@@ -297,9 +294,7 @@ def messages_read_by_websockets(data: bytes) -> list[str | bytes]:
 async def test_frames_websockets_writes_are_read_as_websockets_reads_them(
         messages: list[tuple[str | bytes, list[int]]], reads: list[int],
         ping_between: bool) -> None:
-    """Messages websockets' server writes (fragmented or not, pings between fragments),
-    handed over in reads of any size, are read by our client as websockets' client reads
-    them: the same messages, text as str and binary as bytes; each ping gets its pong."""
+    """Frames websockets writes, read in any splits, give websockets' messages; pings ponged."""
     data = written_by_websockets(messages, ping_between)
     expected = messages_read_by_websockets(data)
     assert expected == [message for message, _ in messages]
@@ -323,8 +318,7 @@ async def test_frames_websockets_writes_are_read_as_websockets_reads_them(
        reason=st.text(max_size=40).filter(lambda r: len(r.encode()) <= 123))
 async def test_the_remotes_close_frame_ends_reading_and_is_echoed(code: int, reason: str
                                                                   ) -> None:
-    """websockets' close frame: recv raises ConnectionClosed with its code and reason, and
-    our echo is a close frame with the same code."""
+    """The remote's close: recv raises with its code and reason; our echo has the code."""
     server = server_side()
     server.send_binary(b"last")
     server.send_close(code, reason)
@@ -343,8 +337,7 @@ async def test_the_remotes_close_frame_ends_reading_and_is_echoed(code: int, rea
 
 
 async def test_a_text_message_that_is_not_utf8_fails_with_1007() -> None:
-    """A text frame whose payload is not UTF-8 closes the connection with 1007, in a close
-    frame websockets reads."""
+    """A text frame that is not UTF-8 fails the connection with a 1007 close frame."""
     server = server_side()
     server.send_frame(Frame(OP_TEXT, b"\xff\xfe not utf-8"))
     conn, transport = opened()
@@ -484,19 +477,14 @@ async def our_outcome(data: bytes, reads: list[int]) -> Outcome:
 @given(frames=st.lists(raw_frames(), max_size=8), reads=READS)
 async def test_any_stream_of_frames_is_judged_as_websockets_judges_it(
         frames: list[RawFrame], reads: list[int]) -> None:
-    """Whatever frames a remote sends (continuations out of place, reserved bits or opcodes,
-    masked frames, fragmented or long control frames, bad close codes or reasons), our
-    client delivers the same messages, answers the same pings and sends the same close code
-    (1002 protocol error, 1007 invalid data, or the echo of the remote's) as websockets'."""
+    """Any frame stream: same messages, pongs and close code (1002, 1007, echo) as websockets'."""
     data = b"".join(raw.encode() for raw in _until_close(frames))
     expected = websockets_outcome(data)
     assert await our_outcome(data, reads) == expected
 
 
 async def test_a_close_inside_a_fragmented_message_is_echoed() -> None:
-    """A close frame between the fragments of a message (a control frame may come there,
-    RFC 6455 5.4) closes the connection normally: recv raises with its code, our echo has
-    it, and the unfinished message is dropped."""
+    """A close frame amid a fragmented message is echoed (RFC 6455 5.4), the message dropped."""
     data = (RawFrame(OP_TEXT.value, b"half", fin=False).encode()
             + RawFrame(OP_CLOSE.value, (1001).to_bytes(2, "big") + b"away").encode())
     assert await our_outcome(data, [len(data)]) == Outcome([], [], 1001)
