@@ -31,7 +31,7 @@ from .host.handshake_auth import authorize_at_handshake_only
 from .host.labextensions import installed, without_collaboration
 from .host.server_patches import tune_server, use_event_loop
 from .host.unread_body import CloseAfterUnreadBody
-from .host.uvicorn_server import UvicornServer, listen_address
+from .host.uvicorn_server import UvicornServer, listen_address, login_url
 from .local.kernel_host import LocalKernels
 from .metrics import Metrics, MetricsRoutes
 from .relay.replay import ReplayBuffers, ReplayLimits
@@ -64,7 +64,6 @@ class RemoteKernelsModule(Module):
         self._culler: Culler | None = None
         self._culling: anyio.CancelScope | None = None
         self._uvicorn: UvicornServer | None = None
-        self._uvicorn_done: anyio.Event | None = None
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
@@ -150,7 +149,7 @@ class RemoteKernelsModule(Module):
             tg.start_soon(self._stop_gracefully_on_sigterm)
             if self._uvicorn is not None:
                 self._uvicorn.bind()
-                tg.start_soon(self._run_uvicorn, self._uvicorn)
+                tg.start_soon(self._uvicorn.serve)
             if self._executions is not None:
                 tg.start_soon(self._executions.run)
             if self._local is not None:
@@ -161,7 +160,7 @@ class RemoteKernelsModule(Module):
 
     async def _serve_with_uvicorn(self) -> bool:
         from fastapi import FastAPI
-        from jupyverse_api.main import Host
+        from jupyverse_api.main import Host, QueryParams
 
         server = self.parent.modules.get("server") if self.parent is not None else None
         if server is not None and type(server).__module__.startswith("fps.web."):
@@ -169,25 +168,13 @@ class RemoteKernelsModule(Module):
                             "Jupyverse's own server: add --set start_server=false",
                             self.exceptions)
             return False
-        host, port = listen_address((await self.get(Host)).url)
-        self._uvicorn = UvicornServer(await self.get(FastAPI), host, port)
-        self._uvicorn_done = anyio.Event()
+        host_url = (await self.get(Host)).url
+        # fps-auth adds its token to these while it prepares: read when the front listens.
+        query = (await self.get(QueryParams)).d
+        extra = getattr(getattr(self.parent, "jupyverse_config", None), "query_params", None)
+        self._uvicorn = UvicornServer(await self.get(FastAPI), *listen_address(host_url),
+                                      login_url=lambda: login_url(host_url, query, extra))
         return True
-
-    async def _run_uvicorn(self, server: UvicornServer) -> None:
-        try:
-            await server.serve()
-        finally:
-            assert self._uvicorn_done is not None
-            self._uvicorn_done.set()
-
-    async def _stop_uvicorn(self, server: UvicornServer) -> None:
-        # Jupyverse gives the whole front 1 s to stop (--stop-timeout): the kernel sockets
-        # are closed already (kernels.stop), idle connections close at once.
-        server.stop()
-        assert self._uvicorn_done is not None
-        with anyio.move_on_after(0.6):
-            await self._uvicorn_done.wait()
 
     async def _cull(self, culler: Culler) -> None:
         with anyio.CancelScope() as self._culling:
@@ -217,7 +204,7 @@ class RemoteKernelsModule(Module):
         if self._store is not None:
             self._store.close()
         if self._uvicorn is not None:
-            await self._stop_uvicorn(self._uvicorn)
+            await self._uvicorn.stop()
         if self._signal_watch is not None:
             self._signal_watch.cancel_scope.cancel()
 

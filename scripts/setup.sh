@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e . --group test
 
 # Browser tests drive Debian's Chromium: a test tool's own browser download does not work on
 # these machines, so `playwright install` is never run.

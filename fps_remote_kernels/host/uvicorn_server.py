@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import structlog
 
 from .code_check import code_digest, unchanged
@@ -245,10 +247,23 @@ def listen_address(host_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+def login_url(host_url: str, query: dict[str, str], extra: dict[str, str] | None) -> str:
+    """The URL Jupyverse's own server prints when it runs (`http://host:port?token=...`):
+    its host URL with the query parameters its modules and `--query-param` added."""
+    params = {**query, **(extra or {})}
+    return host_url.rstrip("/") + ("?" + "&".join(f"{k}={v}" for k, v in params.items())
+                                   if params else "")
+
+
 class UvicornServer:
     """uvicorn serving the front's app inside the front's own event loop."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int,
+                 login_url: Callable[[], str] | None = None) -> None:
+        # Where a user logs in (with the token fps-auth made), said once listening, as
+        # Jupyverse's own server says it: without it nobody gets past /login.
+        self.login_url = login_url
+        self._done = anyio.Event()
         try:
             import httptools  # noqa: F401  (uvicorn would fall back to h11 without it)
             import uvicorn
@@ -284,15 +299,23 @@ class UvicornServer:
         self._socket = self.config.bind_socket()
         logger.info("The front is served by uvicorn", uvicorn=version("uvicorn"),
                     host=self.config.host, port=self.config.port)
+        if self.login_url is not None:
+            logger.info("Server running", url=self.login_url())
 
     async def serve(self) -> None:
         assert self._socket is not None, "bind() first"
-        await self._server.serve(sockets=[self._socket])
+        try:
+            await self._server.serve(sockets=[self._socket])
+        finally:
+            self._done.set()
 
-    def stop(self) -> None:
-        """Ask the server to stop; `serve()` returns once it has (bounded by the graceful
-        stop). uvicorn closes the kernel sockets still open with 1012, as the front does."""
+    async def stop(self, timeout: float = 0.6) -> None:
+        """Stop serving, waiting at most `timeout` seconds (Jupyverse gives the whole front
+        1 s to stop: the kernel sockets are closed already, idle connections close at once).
+        uvicorn closes the kernel sockets still open with 1012, as the front does."""
         self._server.should_exit = True
+        with anyio.move_on_after(timeout):
+            await self._done.wait()
 
 
 def _server_class() -> type[Any]:
