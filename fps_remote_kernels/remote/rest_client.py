@@ -118,11 +118,21 @@ class RemoteClient:
             if attempt == 0 and await self._reauthenticate(generation):
                 continue
             break
-        raise bad_gateway(
-            self.name,
-            f"it refused the front's credentials ({response.status_code}); "
-            "check remote_kernels.token",
-        )
+        raise self.credentials_refused(response.status_code)
+
+    def credentials_refused(self, status: int, where: str = "") -> RemoteKernelsError:
+        """The answer when the remote refuses the front's credentials. A remote on this
+        machine may be a Jupyverse that shares the front's auth directory (Jupyverse's
+        default): each server then overwrites the other's token, and the right token is
+        refused; the hint says so."""
+        hint = "check remote_kernels.token"
+        host = urlsplit(self.base_url).hostname or ""
+        if host in ("localhost", "::1") or host.startswith("127."):
+            hint += (" (two Jupyverse servers on one machine that share an auth directory, "
+                     "Jupyverse's default, overwrite each other's token: give each its own "
+                     "--set auth.directory=...)")
+        return bad_gateway(self.name, f"it refused the front's credentials ({status}){where}; "
+                           f"{hint}")
 
     async def get_json(self, path: str, *, timeout: float | None = None) -> Any:
         response = await self.request("GET", path, timeout=timeout)
@@ -178,8 +188,7 @@ class RemoteClient:
             status = await self._get_plain("api/status")
             return KERNEL_GATEWAY if status.status_code == 404 else JUPYTER_SERVER
         if response.status_code == 401:
-            raise bad_gateway(self.name, "it refused the front's credentials (401); "
-                              "check remote_kernels.token")
+            raise self.credentials_refused(401)
         return JUPYVERSE
 
     async def _get_plain(self, path: str) -> httpx.Response:
@@ -312,9 +321,7 @@ class RemoteClient:
                 if status == 404:
                     raise not_found(f"Kernel {kernel_id}") from None
                 if status in (401, 403):
-                    raise bad_gateway(self.name, f"it refused the front's credentials ({status})"
-                                      " on the kernel WebSocket; check remote_kernels.token"
-                                      ) from None
+                    raise self.credentials_refused(status, " on the kernel WebSocket") from None
                 raise bad_gateway(self.name, f"kernel WebSocket handshake answered {status}"
                                   ) from None
             except TimeoutError:

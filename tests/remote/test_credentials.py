@@ -232,3 +232,28 @@ async def test_a_gateway_refusing_the_kernel_user_names_the_front_option(
     finally:
         front.stop()
         gateway.stop()
+
+
+async def test_two_servers_sharing_an_auth_directory_are_named_in_the_refusal(
+        tmp_path: Path) -> None:
+    """A front and a Jupyverse remote on one machine that share an auth directory (Jupyverse's
+    default) overwrite each other's token: the front's answer names that case, not only the
+    token option."""
+    from tests.support.servers import remote_server
+
+    shared = ["--set", f"auth.directory={tmp_path / 'shared-auth'}"]
+    remote = remote_server(tmp_path / "remote", extra=shared).start()
+    try:
+        front = front_server(tmp_path / "front", remote.url, remote.token, extra=shared).start()
+        try:
+            async with logged_in(front) as client:
+                response = await client.get("/api/kernels")
+            assert response.status_code == 502, response.text
+            message = response.json()["message"]
+            assert "refused the front's credentials" in message
+            assert "auth.directory" in message
+            assert remote.token not in response.text
+        finally:
+            front.stop()
+    finally:
+        remote.stop()
