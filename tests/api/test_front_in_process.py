@@ -562,3 +562,25 @@ async def test_a_front_kept_session_survives_a_restart_of_the_front(
             assert got.json()["kernel"]["id"] == session["kernel"]["id"]
         finally:
             await call(second.client, "DELETE", f"/api/sessions/{session['id']}")
+
+
+async def test_a_client_back_within_the_grace_period_gets_what_it_missed(
+        front: Front, gateway: FakeGateway, kernel: str) -> None:
+    """A client gone without a close frame (1006) and back with its session_id: in order."""
+    replay = front.module.kernels.replay
+    claimed_before = replay.replayed_sessions
+    gateway.hold = anyio.Event()
+    with anyio.fail_after(10):
+        async with socket_to(front, kernel, [V1], session="away").connected() as first:
+            await first.send(v1_request("execute_request", {"code": "hold"}))
+            busy = deserialize_v1(await first.receive())
+            assert busy["content"] == {"execution_state": "busy"}
+            await first.vanish()
+            await anyio.wait_all_tasks_blocked()  # the bridge keeps the upstream, away
+            assert len(replay) == 1
+            gateway.hold.set()  # the kernel goes on while its client is away
+            async with socket_to(front, kernel, [V1], session="away").connected() as second:
+                missed = [deserialize_v1(await second.receive()) for _ in range(3)]
+    assert [m["header"]["msg_type"] for m in missed] == ["stream", "execute_reply", "status"]
+    assert missed[0]["content"]["text"] == "hold"
+    assert replay.replayed_sessions == claimed_before + 1

@@ -73,6 +73,9 @@ class FakeGateway:
     starts: list[dict[str, Any]] = field(default_factory=list)
     # When set, every REST request is answered with this status (a remote failing).
     failing: int | None = None
+    # `execute_request` of code "hold": the kernel says busy, then waits for this event
+    # before the rest of its answer (output produced while a client is away).
+    hold: anyio.Event = field(default_factory=anyio.Event)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -176,6 +179,9 @@ class FakeGateway:
                 request = deserialize_v1(data) if data is not None else deserialize_legacy(
                     text or "")
                 for reply in self._answer(request):
+                    if reply == "hold":
+                        await self.hold.wait()
+                        continue
                     if reply is None:
                         code, _, reason = request["content"]["code"][6:].partition(" ")
                         await ws.close(int(code), reason)
@@ -191,7 +197,7 @@ class FakeGateway:
         except WebSocketDisconnect:
             return
 
-    def _answer(self, request: dict[str, Any]) -> list[dict[str, Any] | None]:
+    def _answer(self, request: dict[str, Any]) -> list[Any]:
         msg_type = request["header"]["msg_type"]
 
         def reply(channel: str, reply_type: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +213,7 @@ class FakeGateway:
             if code.startswith("close "):
                 return [None]
             return [reply("iopub", "status", {"execution_state": "busy"}),
+                    *(["hold"] if code == "hold" else []),
                     reply("iopub", "stream", {"name": "stdout", "text": code}),
                     reply("shell", "execute_reply", {"status": "ok", "execution_count": 1}),
                     reply("iopub", "status", {"execution_state": "idle"})]
@@ -375,6 +382,11 @@ class AsgiWebSocket:
             await self._to_app.send({"type": "websocket.receive", "bytes": data})
         else:
             await self._to_app.send({"type": "websocket.receive", "text": data})
+
+    async def vanish(self) -> None:
+        """The client gone without a close frame (a network drop): the app hears 1006."""
+        self.close_code = 1006
+        await self._to_app.send({"type": "websocket.disconnect", "code": 1006})
 
     async def receive(self) -> str | bytes:
         """The next message from the app; raises Closed once it closed the socket."""
