@@ -15,7 +15,6 @@ remotes, all in the test's own process and event loop, without a subprocess.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -418,7 +417,3 @@ def legacy_request(msg_type: str, content: dict[str, Any], session: str = "s") -
     text = serialize_legacy(make_message(msg_type, content, session))
     assert isinstance(text, str)
     return text
-
-
-def json_of(data: str | bytes) -> Any:
-    return json.loads(data)
