@@ -321,6 +321,15 @@ class RemoteKernelsConfig(_RemoteConnection):
     ping_timeout: float = Field(
         default=20.0, description="Seconds to wait for a keepalive pong from the remote."
     )
+    env_proxy: bool = Field(
+        default=True,
+        description=(
+            "Reach the remotes through the proxy the environment names (HTTP_PROXY, "
+            "HTTPS_PROXY, ALL_PROXY, minus the hosts of NO_PROXY; lower-case forms too), for "
+            "REST calls and kernel WebSockets alike (an HTTP CONNECT tunnel). False: connect "
+            "directly."
+        ),
+    )
     kernelspecs_cache_ttl: float = Field(
         default=2.0,
         description=(
@@ -656,11 +665,21 @@ def _json(value: Any, expected: type, what: str) -> Any:
     return value
 
 
+def _redacted(value: str) -> str:
+    """A URL as an error may repeat it: without credentials, query or fragment."""
+    value = value.strip().split("?", 1)[0].split("#", 1)[0]
+    scheme, found, rest = value.partition("://")
+    if not found:
+        scheme, rest = "", value
+    rest = rest.rsplit("@", 1)[-1]
+    return f"{scheme}://{rest}" if scheme else rest
+
+
 def _base_url(value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in schemes or not parts.netloc:
         wanted = " or ".join(f"{s}://" for s in schemes)
-        raise ValueError(f"must start with {wanted} and name a host, got {value!r}")
+        raise ValueError(f"must start with {wanted} and name a host, got {_redacted(value)!r}")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment (use token/headers instead)")
     if parts.username or parts.password:
@@ -695,6 +714,17 @@ def _problem(error: Any) -> str:
         hint = f"; did you mean {OPTION_PREFIX}.{close[0]}?" if close else ""
         return f"{option} is not an option{hint} (jupyverse --help-all lists them)"
     given = error.get("input")
-    if isinstance(given, str | int | float) and repr(given) not in message:
-        message += f" (got {str(given)[:80]!r})"
+    # A refused value is repeated to help, except what may carry a secret (a URL's
+    # credentials or query, a token, a password, a header value).
+    if isinstance(given, int | float) or (
+            isinstance(given, str) and not _may_hold_a_secret(field, given)):
+        shown = str(given)[:80]
+        if repr(shown) not in message:
+            message += f" (got {shown!r})"
     return f"{option} {message}"
+
+
+def _may_hold_a_secret(field: str, value: str) -> bool:
+    name = field.rsplit(".", 1)[-1]
+    return ("://" in value or "@" in value or "?" in value
+            or any(word in name for word in ("token", "pwd", "user", "headers", "url")))

@@ -27,6 +27,16 @@ if [ ! -x /usr/sbin/sshd ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server
 fi
 
+# The proxy tests (tests/remote/test_proxy.py) run Debian's tinyproxy as the forward proxy, on
+# a loopback port with a config of their own; the package's own service is never started.
+if [ ! -x /usr/bin/tinyproxy ]; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tinyproxy
+  # Debian's package starts its service where there is an init system: not ours to run.
+  ($SUDO service tinyproxy stop || true) >/dev/null 2>&1
+fi
+
 # The Node client tests (@jupyterlab/services). `npm ci` installs exactly the committed lock
 # file; it reruns only when that file changed since the last install.
 if [ ! -f tests/support/node/node_modules/.installed-lock.json ] \

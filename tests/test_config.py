@@ -201,10 +201,10 @@ def test_the_token_never_appears_in_a_refusal() -> None:
     assert "s3cret-token" not in message
 
 
-@pytest.mark.xfail(strict=True, reason="load_config's `(got ...)` repeats a refused URL whole, "
-                   "credentials and query included (config.py _problem)")
 @pytest.mark.parametrize("options", [
     {"url": "http://user:hunter2@h:1/"},
+    {"url": "ftp://user:hunter2@h:1/"},
+    {"url": "user:hunter2@gpu-box"},
     {"url": "http://h:1/?token=hunter2"},
     {"remotes": [{"name": "a", "url": "https://u:hunter2@h/"}]},
     {"url": URL, "ws_url": "ws://u:hunter2@h/"},

@@ -529,7 +529,9 @@ class KernelService:
             entry: dict[str, Any] = {"name": name, "url": remote.client.name,
                                      "kind": remote.kind_name, "reachable": True,
                                      "message": None, "kernels": None,
-                                     "pool": self.pools.pool_of(name)}
+                                     "pool": self.pools.pool_of(name),
+                                     # REST may answer where the kernel socket cannot open.
+                                     "kernel_socket_error": remote.client.kernel_socket_problem}
             if isinstance(result, RemoteKernelsError):
                 entry["reachable"] = False
                 entry["message"] = result.message

@@ -326,7 +326,9 @@ class KernelChannelsBridge:
 async def deny(websocket: WebSocket, error: RemoteKernelsError) -> None:
     """Refuse a handshake with an HTTP status where the server supports it (as jupyter_server
     answers 404 for an unknown kernel), else close with a policy violation."""
-    logger.info("Kernel channels refused", status=error.status, message=error.message)
+    # A remote that failed the open (5xx) is the operator's to see; a client's mistake is not.
+    log = logger.warning if error.status >= 500 else logger.info
+    log("Kernel channels refused", status=error.status, message=error.message)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         try:
             await websocket.send_denial_response(error.response())

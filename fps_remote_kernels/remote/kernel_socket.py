@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from .proxy import Proxy, tunnel
+
 try:
     from websockets.speedups import apply_mask as _apply_mask
 except ImportError:  # pragma: no cover - websockets ships its C speedups for common platforms
@@ -688,11 +690,14 @@ async def connect(
     close_timeout: float = 2.0,
     max_queue: int = 2,
     ssl: ssl_module.SSLContext | None = None,
+    proxy: Proxy | None = None,
 ) -> UpstreamConnection:
-    """Open a WebSocket connection to `url` (ws:// or wss://) and complete the handshake.
+    """Open a WebSocket connection to `url` (ws:// or wss://) and complete the handshake,
+    through `proxy` (an HTTP CONNECT tunnel, TLS inside it) if given.
 
     Raises HandshakeRefused (a status other than 101), NotHTTP, HandshakeError (a 101 that
-    breaks RFC 6455), TimeoutError (after open_timeout), OSError (no connection)."""
+    breaks RFC 6455), TimeoutError (after open_timeout), OSError (no connection; ProxyError
+    for a proxy's refusal)."""
     key = base64.b64encode(os.urandom(16)).decode()
     host, port, secure, request = _request(url, key, subprotocols, headers or {})
     loop = asyncio.get_running_loop()
@@ -702,8 +707,17 @@ async def connect(
     context = (ssl or ssl_module.create_default_context()) if secure else None
     try:
         with anyio.fail_after(open_timeout):
-            await loop.create_connection(lambda: connection, host, port, ssl=context,
-                                         server_hostname=host if secure else None)
+            if proxy is None:
+                await loop.create_connection(lambda: connection, host, port, ssl=context,
+                                             server_hostname=host if secure else None)
+            else:
+                sock = await tunnel(proxy, host, port)
+                try:
+                    await loop.create_connection(lambda: connection, sock=sock, ssl=context,
+                                                 server_hostname=host if secure else None)
+                except BaseException:
+                    sock.close()
+                    raise
             transport = connection._transport
             assert transport is not None
             if _log.isEnabledFor(logging.DEBUG):

@@ -28,6 +28,7 @@ from .credentials import JUPYVERSE_AUTH_COOKIE, RemoteAuth, quiet_library_logs
 from .kernel_socket import HandshakeError, HandshakeRefused, NotHTTP, UpstreamConnection
 from .kernel_socket import connect as connect_websocket
 from .kinds import ENTERPRISE_GATEWAY, JUPYTER_SERVER, JUPYVERSE, KERNEL_GATEWAY, KINDS, Kind
+from .proxy import ProxyError, proxy_for
 
 logger = structlog.get_logger()
 
@@ -71,7 +72,13 @@ class RemoteClient:
             # connection the remote is closing at that moment fails the request.
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50,
                                 keepalive_expiry=_KEEPALIVE_EXPIRY),
+            # The environment's proxies (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), as the kernel
+            # WebSocket honours them (proxy.py); TLS settings are our own either way.
+            trust_env=config.env_proxy,
         )
+        # Why the last kernel WebSocket open failed (None after one that worked): /api/status
+        # says it, since REST may work where the socket does not (a proxy, a balancer).
+        self.kernel_socket_problem: str | None = None
         self._login_lock = anyio.Lock()
         self._auth_generation = 0
         # None until detected (kind "auto"): see ensure_kind().
@@ -291,6 +298,21 @@ class RemoteClient:
             await self.ensure_kind()
         url = (f"{self.ws_base_url}api/kernels/{quote(kernel_id, safe='')}/channels"
                f"?session_id={quote(session_id, safe='')}")
+        try:
+            connection = await self._open_channels(url, subprotocols, kernel_id)
+        except RemoteKernelsError as e:
+            if e.status >= 500:
+                self.kernel_socket_problem = e.message
+            raise
+        self.kernel_socket_problem = None
+        return connection
+
+    async def _open_channels(self, url: str, subprotocols: list[str], kernel_id: str
+                             ) -> UpstreamConnection:
+        try:
+            proxy = proxy_for(url) if self.config.env_proxy else None
+        except ProxyError as e:
+            raise unreachable(self.name, str(e)) from None
         for attempt in range(2):
             generation = self._auth_generation
             headers = {**self.remote.headers, **self._auth_headers()}
@@ -312,6 +334,7 @@ class RemoteClient:
                     close_timeout=2,
                     max_queue=2,
                     ssl=self._ssl_context if url.startswith("wss:") else None,
+                    proxy=proxy,
                 )
             except HandshakeRefused as e:
                 status = e.status
