@@ -114,6 +114,7 @@ class RemoteKernelsModule(Module):
             remotes, store, self.config.env_allowlist,
             {remote.name: remote.kernelspecs for remote in remote_configs},
             Pools({remote.name: remote.pool for remote in remote_configs}),
+            reconcile_timeout=self.config.connect_timeout,
         )
         # The routes check the front's auth through a short-lived cache of successful checks.
         routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)

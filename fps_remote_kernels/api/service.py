@@ -40,13 +40,16 @@ _MAX_RECENT = 10_000
 
 class KernelService:
     def __init__(self, remotes: list[RemoteKernels], store: Store, env_allowlist: list[str],
-                 patterns: dict[str, list[str]], pools: Pools | None = None) -> None:
+                 patterns: dict[str, list[str]], pools: Pools | None = None,
+                 reconcile_timeout: float = 5.0) -> None:
         self.remotes = {remote.name: remote for remote in remotes}
         self.order = [remote.name for remote in remotes]
         self.store = store
         self.env_allowlist = env_allowlist
         self.patterns = patterns
         self.pools = pools or Pools({})
+        # How long a start waits for a pool member's listing before placing (see _reconcile).
+        self.reconcile_timeout = reconcile_timeout
         # When the front learnt of each recent kernel (time.monotonic()).
         self._learnt: dict[str, float] = {}
 
@@ -321,6 +324,7 @@ class KernelService:
         """Start the kernel on the member the placement chooses; a member that is down or
         fails (5xx) is skipped for the next, each member once; a refusal (4xx) would be the
         same on every member and is answered as is."""
+        await self._reconcile(spec["members"])
         order = self.pools.order(pool, spec["members"], self.store.kernel_counts())
         failures = []
         for member in order:
@@ -335,6 +339,22 @@ class KernelService:
                 logger.warning("A pool member could not start a kernel; trying the next",
                                pool=pool, member=member, status=e.status, message=e.message)
         raise pool_unavailable(pool, spec["front_name"], failures)
+
+    async def _reconcile(self, members: list[str]) -> None:
+        """Bring the store's kernels of `members` in line with what each lists now, so that
+        kernels gone with a restarted member do not steer placement; a member that does not
+        answer within the connect timeout keeps what the store says (placement skips it if
+        it is down)."""
+        async def one(name: str) -> None:
+            with anyio.move_on_after(self.reconcile_timeout):
+                try:
+                    await self._kernels_of(self.remotes[name])
+                except RemoteKernelsError:
+                    pass
+
+        async with anyio.create_task_group() as tg:
+            for name in members:
+                tg.start_soon(one, name)
 
     def _allowlisted_env(self) -> dict[str, str]:
         return {name: os.environ[name] for name in self.env_allowlist if name in os.environ}
