@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 
+from ..activity import format_time
 from ..errors import RemoteKernelsError, not_found, pool_unavailable
 from ..remote.kernels import RemoteKernels
+from . import vanished
 from .placement import Pools
 from .store import Store, StoredSession
 
@@ -50,6 +52,7 @@ class KernelService:
         self.pools = pools or Pools({})
         # How long a start waits for a pool member's listing before placing (see _reconcile).
         self.reconcile_timeout = reconcile_timeout
+        self.vanished = vanished.VanishedKernels()
         # When the front learnt of each recent kernel (time.monotonic()).
         self._learnt: dict[str, float] = {}
 
@@ -189,6 +192,11 @@ class KernelService:
         model = remote.activity.merge({
             "id": kernel_id, "name": self.front_kernel_name(remote.name, name or "", specs),
             "last_activity": None, "execution_state": "unknown", "connections": 0})
+        if model["last_activity"] is None:
+            # Never seen on a socket of the front's: jupyter_server's models (and Jupyverse's
+            # session model, which refuses null) always carry a time; now is when the front
+            # last knew of it.
+            model["last_activity"] = format_time(time.time())
         return {**model, "execution_state": "unknown", "reachable": False,
                 "message": error.message}
 
@@ -210,7 +218,7 @@ class KernelService:
             # those it does not list are gone (culled, crashed, the remote restarted).
             for kernel_id in self.store.kernels_of(remote.name):
                 if kernel_id not in ids and self._learnt.get(kernel_id, 0.0) < asked:
-                    self._forget(remote, kernel_id)
+                    self._vanish(remote, kernel_id)
             doomed = set(self.store.doomed_of(remote.name))
             if doomed:
                 await self._reap(remote, doomed & ids)
@@ -242,6 +250,17 @@ class KernelService:
             for kernel_id in doomed:
                 tg.start_soon(one, kernel_id)
 
+    def _vanish(self, remote: RemoteKernels, kernel_id: str) -> None:
+        """A kernel its remote no longer has: forgotten, and answered as dead for a while if
+        the front knew it (see vanished.py)."""
+        name = self.store.kernel_name(kernel_id)
+        if name is not None or self.store.kernel_remote(kernel_id) is not None \
+                or remote.activity.seen_alive(kernel_id, within=vanished.KEEP_SECONDS):
+            # `offerer:name` always names the spec among several remotes (see kernelspec).
+            self.vanished.add(kernel_id, name or "" if len(self.order) == 1
+                              else f"{self.pools.offerer(remote.name)}:{name or ''}")
+        self._forget(remote, kernel_id)
+
     def _forget(self, remote: RemoteKernels, kernel_id: str) -> None:
         self.store.forget_kernel(kernel_id)
         remote.activity.forget(kernel_id)
@@ -263,7 +282,7 @@ class KernelService:
         except RemoteKernelsError as e:
             if e.status != 404:
                 raise
-            self._forget(remote, kernel_id)  # culled or crashed on the remote
+            self._vanish(remote, kernel_id)  # culled or crashed on the remote
             return None
 
     async def owner(self, kernel_id: str) -> RemoteKernels:
@@ -289,13 +308,20 @@ class KernelService:
         raise not_found(f"Kernel {kernel_id}")
 
     async def kernel(self, kernel_id: str) -> dict[str, Any]:
-        remote = await self.owner(kernel_id)
+        """A kernel's model; a kernel that vanished from its remote lately is `dead`."""
         try:
-            model = await remote.kernel(kernel_id)
+            remote = await self.owner(kernel_id)
+            try:
+                model = await remote.kernel(kernel_id)
+            except RemoteKernelsError as e:
+                if e.status == 404:
+                    self._vanish(remote, kernel_id)
+                raise
         except RemoteKernelsError as e:
-            if e.status == 404:
-                self._forget(remote, kernel_id)
-            raise
+            dead = self.vanished.dead_model(kernel_id) if e.status == 404 else None
+            if dead is None:
+                raise
+            return dead
         return await self._front_model(remote, model)
 
     async def _front_model(self, remote: RemoteKernels, model: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +386,8 @@ class KernelService:
         return {name: os.environ[name] for name in self.env_allowlist if name in os.environ}
 
     async def shutdown_kernel(self, kernel_id: str) -> None:
+        if self.vanished.discard(kernel_id):
+            return  # gone already: deleting it is done
         remote = await self.owner(kernel_id)
         try:
             await remote.shutdown_kernel(kernel_id)
@@ -419,12 +447,15 @@ class KernelService:
         answer (JupyterLab would drop a session missing from the list). A kernel gone from
         its remote (culled, crashed) is forgotten, with its sessions."""
         try:
-            return await self.kernel(kernel_id)
+            model = await self.kernel(kernel_id)
         except RemoteKernelsError as e:
             if e.status == 404:
                 self.store.forget_kernel(kernel_id)
                 return None
             return await self._unreachable_kernel(kernel_id, e)
+        # A kernel gone from its remote ends its sessions, as jupyter_server's session
+        # manager drops a session whose kernel is gone (the kernel itself answers `dead`).
+        return None if self.vanished.dead_model(kernel_id) is not None else model
 
     async def _unreachable_kernel(self, kernel_id: str, error: RemoteKernelsError
                                   ) -> dict[str, Any] | None:

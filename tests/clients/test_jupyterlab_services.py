@@ -14,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.support.servers import Server
+from tests.support.servers import Server, front_server, remote_server
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +81,38 @@ async def test_json_bodies_typed_text_plain_as_fetch_types_them_are_accepted(
         created = await api.post("/api/kernels", content=b'{"name": "python3"}', headers=headers)
         assert created.status_code == 201, created.text
         assert (await api.delete(f"/api/kernels/{created.json()['id']}")).status_code == 204
+
+
+async def test_a_kernel_whose_host_restarted_is_dead_to_jupyterlab(tmp_path: Path) -> None:
+    """The kernel host restarts under a running cell: JupyterLab's client sees the kernel
+    `dead` and the cell ended (it can pick another kernel), not "Disconnected" for good."""
+    node = shutil.which("node")
+    assert node, "node is not installed"
+    remote = remote_server(tmp_path / "remote").start()
+    front = front_server(tmp_path / "front", remote.url, remote.token)
+    front.start()
+    try:
+        process = await anyio.open_process(
+            [node, str(NODE_DIR / "kernel-host-restart.mjs"), front.url, front.token],
+            cwd=NODE_DIR)
+        assert process.stdout is not None
+        output = b""
+        with anyio.fail_after(240):
+            async for chunk in process.stdout:
+                output += chunk
+                if b"ready\n" in output:
+                    break
+            assert b"ready" in output, output.decode(errors="replace")
+            remote.stop()  # the kernel host restarts: its kernels are gone
+            remote.start()
+            async for chunk in process.stdout:
+                output += chunk
+            await process.wait()
+        text = output.decode(errors="replace")
+        assert "ok - the kernel is dead once its host restarted" in text, \
+            f"{text}\n--- front log ---\n{front.log_tail()}"
+        assert "ok - the running cell ended" in text, text
+        assert process.returncode == 0, text
+    finally:
+        front.stop()
+        remote.stop()

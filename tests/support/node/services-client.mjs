@@ -13,119 +13,25 @@ import {
   ServerConnection,
   SessionManager,
 } from '@jupyterlab/services';
-import WebSocket from 'ws';
+
+import {
+  check,
+  connected,
+  execute,
+  login,
+  openedSockets,
+  settingsFor,
+  step,
+  withTimeout,
+} from './harness.mjs';
 
 const [frontUrl, frontToken, remoteUrl, remoteToken, protocol = 'v1'] = process.argv.slice(2);
 if (!remoteToken || !['v1', 'legacy'].includes(protocol)) {
   console.error('usage: node services-client.mjs FRONT_URL FRONT_TOKEN REMOTE_URL REMOTE_TOKEN [v1|legacy]');
   process.exit(2);
 }
-const STEP_MS = 30_000;
 
-// ------------------------------------------------------------------ authentication
-
-/**
- * Log in as a browser does: any authenticated route called with `?token=` answers with the
- * `fastapiusersauth` cookie (fps-auth, token mode). Jupyverse does not read the
- * `Authorization: token` header that @jupyterlab/services sends, so the cookie is what
- * authenticates every later request and the kernel WebSocket.
- */
-async function login(baseUrl, token) {
-  const response = await fetch(`${baseUrl}api/me?token=${encodeURIComponent(token)}`);
-  if (response.status !== 200) {
-    throw new Error(`login: GET /api/me?token=... answered ${response.status}`);
-  }
-  const cookie = response.headers
-    .getSetCookie()
-    .map((header) => header.split(';')[0])
-    .find((pair) => pair.startsWith('fastapiusersauth='));
-  if (!cookie) {
-    throw new Error('login: the front set no fastapiusersauth cookie');
-  }
-  return cookie;
-}
-
-/** Server settings whose requests and WebSockets all carry the cookie. */
-function settingsFor(baseUrl, cookie, protocol) {
-  class CookieWebSocket extends WebSocket {
-    constructor(url, protocols) {
-      // The legacy run offers no subprotocol, as an older client would.
-      super(url, protocol === 'legacy' ? [] : protocols, { headers: { Cookie: cookie } });
-      openedSockets.push(this);
-    }
-  }
-  return ServerConnection.makeSettings({
-    baseUrl,
-    wsUrl: 'ws' + baseUrl.slice('http'.length),
-    // No token: it would go out as an `Authorization` header and a `token` query parameter
-    // on the WebSocket URL, both ignored by Jupyverse. The cookie is enough.
-    token: '',
-    fetch: (request) => {
-      request.headers.set('Cookie', cookie);
-      return fetch(request);
-    },
-    WebSocket: CookieWebSocket,
-  });
-}
-
-// ------------------------------------------------------------------ helpers
-
-const openedSockets = [];
 const created = { kernels: [], sessions: [] };
-
-function withTimeout(promise, what, ms = STEP_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function check(condition, message) {
-  if (!condition) {
-    throw new Error(message);
-  }
-}
-
-async function step(name, fn) {
-  try {
-    const result = await withTimeout(Promise.resolve().then(fn), name);
-    console.log(`ok - ${name}`);
-    return result;
-  } catch (error) {
-    console.log(`not ok - ${name}: ${error?.stack ?? error}`);
-    throw error;
-  }
-}
-
-/** Run `code`; the stdout it printed and the execute reply. */
-async function execute(kernel, code) {
-  let stdout = '';
-  const future = kernel.requestExecute({ code });
-  future.onIOPub = (msg) => {
-    if (msg.header.msg_type === 'stream' && msg.content.name === 'stdout') {
-      stdout += msg.content.text;
-    }
-  };
-  const reply = await future.done;
-  return { stdout, reply };
-}
-
-/** Resolves once the kernel's WebSocket is connected (kernel_info is not queued before). */
-function connected(kernel) {
-  if (kernel.connectionStatus === 'connected') {
-    return Promise.resolve();
-  }
-  return new Promise((resolve) => {
-    const onChange = (_, status) => {
-      if (status === 'connected') {
-        kernel.connectionStatusChanged.disconnect(onChange);
-        resolve();
-      }
-    };
-    kernel.connectionStatusChanged.connect(onChange);
-  });
-}
 
 /** The ids of the kernels running on the remote, asked of the remote itself. */
 async function remoteKernelIds() {
