@@ -6,7 +6,8 @@
 - `rest_client`: one HTTP client per remote (retries, login, kind detection, the kernel
   WebSocket handshake).
 - `kernels`: the remote's kernels, kernelspecs and sessions with jupyter_server's contract.
-- `kernel_socket`: the front's own RFC 6455 client for the upstream kernel WebSocket.
+- `kernel_socket`: the front's own RFC 6455 client for the upstream kernel WebSocket;
+  `proxy`: the environment's forward proxy for it (HTTP CONNECT).
 - `cache`, `working_dirs`: short-lived shared answers; where a kernel starts.
 
 Depends on `config` and `errors` only.
