@@ -117,7 +117,7 @@ class _RemoteConnection(Config):
         "not set.",
     )
     # -- end of credentials --
-    # ---- pools (issue 12)
+    # ---- pools
     pool: str | None = Field(
         default=None,
         description=(
@@ -451,7 +451,7 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
-    # ---- auth cache (issue 9)
+    # ---- auth cache
     auth_cache_ttl: float = Field(
         default=5.0,
         description=(
@@ -471,7 +471,7 @@ class RemoteKernelsConfig(_RemoteConnection):
         return value
     # ---- end of auth cache
 
-    # ---- server-side execution (issue 11)
+    # ---- server-side execution
     execution_queue_limit: int = Field(
         default=100,
         description=(
@@ -489,7 +489,7 @@ class RemoteKernelsConfig(_RemoteConnection):
         return value
     # ---- end of server-side execution
 
-    # ---- local kernels (issue 13)
+    # ---- local kernels
     local_kernels: bool = Field(
         default=False,
         description=(
@@ -546,7 +546,7 @@ class RemoteKernelsConfig(_RemoteConnection):
         return self
     # ---- end of local kernels
 
-    # ---- idle culling (issue 12): jupyter_server's MappingKernelManager options
+    # ---- idle culling: jupyter_server's MappingKernelManager options
     cull_idle_timeout: float = Field(
         default=0,
         description=(

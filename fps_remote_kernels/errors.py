@@ -124,7 +124,7 @@ def close_code_for_client(code: int | None) -> int:
     return code
 
 
-# ---- server-side execution (issue 11)
+# ---- server-side execution
 def execution_unavailable() -> RemoteKernelsError:
     # JupyterLab's server-side cell executor only reads response.ok: the message is for people.
     return RemoteKernelsError(

@@ -56,8 +56,8 @@ class ServerNotSupported(RuntimeError):
 
 class _Inbox:
     """What uvicorn's WSProtocol asks of its `asyncio.Queue` (unbounded): `put_nowait`, `get`,
-    `empty`. asyncio's queue holds three deques and an Event, about 3.3 KiB for each open
-    socket; this holds a list read from an index and the getters' futures (usually none)."""
+    `empty`. asyncio's queue holds three deques and an Event for each open socket; this
+    holds a list read from an index and the getters' futures (usually none)."""
 
     __slots__ = ("_items", "_next", "_getters")
 
@@ -115,7 +115,7 @@ class _Inbox:
 
 class _Flag:
     """What uvicorn's WSProtocol asks of its `writable` asyncio.Event (`set`, `clear`,
-    `wait`), without the Event's deque (about 1 KiB a socket)."""
+    `wait`), without the Event's deque."""
 
     __slots__ = ("_set", "_waiters")
 
@@ -182,8 +182,9 @@ def _kernel_socket_protocol() -> type[asyncio.Protocol]:
 
         Its received-message queue and `writable` event are lighter ones (see _Inbox and
         _Flag), and once the handshake is done it talks to wsproto's connection directly,
-        letting the handshake's h11 connection and request go: the same behaviour, about
-        6 KiB less for each open socket. Reading a client pauses only when messages wait
+        letting the handshake's h11 connection and request go: the same behaviour, less
+        memory for each open socket (benchmarks/RESULTS.md). Reading a client pauses only
+        when messages wait
         (see handle_message)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:

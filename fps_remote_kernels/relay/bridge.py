@@ -104,7 +104,8 @@ class KernelChannelsBridge:
         self._scope = CancelScope()
         self._ending: tuple[int, str] | None = None  # the close code the client gets
         # Made only when someone waits (a newer socket of the same session, rarely): an
-        # Event is about 1 KiB, held for the socket's whole life.
+        # Event held for the socket's whole life costs memory on every socket (measured:
+        # benchmarks/RESULTS.md, memory per open socket).
         self._finished: Event | None = None
         self._done = False
 
@@ -226,8 +227,9 @@ class KernelChannelsBridge:
         for observer in self.observers:
             observer.opened(self.kernel_id, self.session_id)
         try:
-            # The client's pump runs in this task, the upstream's in one child: a task (with
-            # anyio's handle, event and cancel scope) is about 3 KiB per open socket.
+            # The client's pump runs in this task, the upstream's in one child: each task
+            # (with anyio's handle, event and cancel scope) is memory held per open socket
+            # (benchmarks/RESULTS.md, memory per open socket).
             async with create_task_group() as tg:
                 tg.start_soon(self._upstream_to_client, upstream, wire, tg.cancel_scope)
                 await self._client_to_upstream(upstream, wire, tg.cancel_scope)

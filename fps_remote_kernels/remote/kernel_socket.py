@@ -138,8 +138,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._frame_left = 0  # bytes of the current large frame not yet in a chunk
         self._parts: list[bytes | memoryview] = []  # the message being assembled
         self._message_opcode = 0  # its opcode; 0 when no message is under way
-        # Received, not yet returned: a list read from `_next` on (an empty deque takes
-        # 760 bytes, an empty list 56, and a socket holds this for its whole life).
+        # Received, not yet returned: a list read from `_next` on (an empty deque is ten
+        # times an empty list, and a socket holds this for its whole life).
         self._messages: list[str | bytes] = []
         self._next = 0
         self._max_queue = max(1, max_queue)
