@@ -5,13 +5,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from jupyverse_api import Config
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .remote.kinds import KIND_NAMES
+from .remote.kinds import KindName
 
 OPTION_PREFIX = "remote_kernels"
 _REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -28,7 +28,7 @@ class _RemoteConnection(Config):
             "e.g. http://gpu-box:8002 or https://host/base/path/."
         ),
     )
-    kind: str = Field(
+    kind: KindName = Field(
         default="auto",
         description=(
             "What the remote is: jupyverse, jupyter_server, kernel_gateway, "
@@ -161,12 +161,6 @@ class _RemoteConnection(Config):
             return None
         return _base_url(value, ("http", "https"))
 
-    @field_validator("kind")
-    @classmethod
-    def _check_kind(cls, value: str) -> str:
-        if value not in KIND_NAMES:
-            raise ValueError(f"must be one of {', '.join(KIND_NAMES)}")
-        return value
 
     @field_validator("ws_url")
     @classmethod
@@ -297,13 +291,13 @@ class RemoteKernelsConfig(_RemoteConnection):
             "url, if given, is one more remote, listed first."
         ),
     )
-    connect_timeout: float = Field(
+    connect_timeout: float = Field(gt=0, 
         default=5.0, description="Seconds to wait for a TCP/TLS connection to the remote."
     )
-    request_timeout: float = Field(
+    request_timeout: float = Field(gt=0, 
         default=30.0, description="Seconds to wait for the remote to answer a REST request."
     )
-    kernel_start_timeout: float = Field(
+    kernel_start_timeout: float = Field(gt=0, 
         default=120.0,
         description=(
             "Seconds to wait for the remote to start a kernel (creating a session or a kernel, "
@@ -311,14 +305,14 @@ class RemoteKernelsConfig(_RemoteConnection):
             "Enterprise Gateway is told this as KERNEL_LAUNCH_TIMEOUT."
         ),
     )
-    ping_interval: float = Field(
+    ping_interval: float = Field(gt=0, 
         default=20.0,
         description=(
             "Seconds between keepalive pings on each upstream kernel WebSocket; a remote that "
             "does not answer within ping_timeout is treated as gone."
         ),
     )
-    ping_timeout: float = Field(
+    ping_timeout: float = Field(gt=0, 
         default=20.0, description="Seconds to wait for a keepalive pong from the remote."
     )
     env_proxy: bool = Field(
@@ -330,7 +324,7 @@ class RemoteKernelsConfig(_RemoteConnection):
             "directly."
         ),
     )
-    kernelspecs_cache_ttl: float = Field(
+    kernelspecs_cache_ttl: float = Field(ge=0, 
         default=2.0,
         description=(
             "Seconds the front reuses the remote's kernelspecs before asking again. Identical "
@@ -362,7 +356,7 @@ class RemoteKernelsConfig(_RemoteConnection):
             "<Jupyter data dir>/fps_remote_kernels/sessions.sqlite."
         ),
     )
-    replay_grace_period: float = Field(
+    replay_grace_period: float = Field(ge=0, 
         default=120.0,
         description=(
             "Seconds a kernel WebSocket whose client went away without a close frame (Wi-Fi "
@@ -372,15 +366,15 @@ class RemoteKernelsConfig(_RemoteConnection):
             "kernels). JupyterLab's first six reconnect attempts span at most 63 s. 0 disables."
         ),
     )
-    replay_buffer_bytes: int = Field(
+    replay_buffer_bytes: int = Field(ge=1, 
         default=64 * 1024 * 1024,
         description="Most bytes buffered for one away session; over it the buffer is dropped.",
     )
-    replay_buffer_messages: int = Field(
+    replay_buffer_messages: int = Field(ge=1, 
         default=100_000,
         description="Most messages buffered for one away session; over it the buffer is dropped.",
     )
-    replay_total_bytes: int = Field(
+    replay_total_bytes: int = Field(ge=1, 
         default=1024 * 1024 * 1024,
         description=(
             "Most bytes buffered for all away sessions together; a session whose message would "
@@ -396,7 +390,7 @@ class RemoteKernelsConfig(_RemoteConnection):
     )
 
     # ---- the front's own process (host/)
-    event_loop: str = Field(
+    event_loop: Literal["asyncio", "uvloop"] = Field(
         default="asyncio",
         description=(
             "Event loop of the whole front process: asyncio, or uvloop (faster; needs the "
@@ -406,7 +400,7 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
-    server: str = Field(
+    server: Literal["anycorn", "uvicorn"] = Field(
         default="anycorn",
         description=(
             "The HTTP server of the whole front: anycorn (Jupyverse's own), or uvicorn "
@@ -427,19 +421,7 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
-    @field_validator("event_loop")
-    @classmethod
-    def _check_event_loop(cls, value: str) -> str:
-        if value not in ("asyncio", "uvloop"):
-            raise ValueError("must be asyncio or uvloop")
-        return value
 
-    @field_validator("server")
-    @classmethod
-    def _check_server(cls, value: str) -> str:
-        if value not in ("anycorn", "uvicorn"):
-            raise ValueError("must be anycorn or uvicorn")
-        return value
 
     # ---- metrics (metrics.py)
     authenticate_prometheus: bool = Field(
@@ -452,7 +434,7 @@ class RemoteKernelsConfig(_RemoteConnection):
     )
 
     # ---- auth cache
-    auth_cache_ttl: float = Field(
+    auth_cache_ttl: float = Field(ge=0, le=60, 
         default=5.0,
         description=(
             "Seconds the front reuses a successful check of its own authentication for the same "
@@ -463,16 +445,10 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
-    @field_validator("auth_cache_ttl")
-    @classmethod
-    def _check_auth_cache_ttl(cls, value: float) -> float:
-        if not 0 <= value <= 60:
-            raise ValueError("must be between 0 and 60 seconds")
-        return value
     # ---- end of auth cache
 
     # ---- server-side execution
-    execution_queue_limit: int = Field(
+    execution_queue_limit: int = Field(ge=1, le=100_000, 
         default=100,
         description=(
             "Cells queued or running at once per kernel for server-side execution "
@@ -481,12 +457,6 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
-    @field_validator("execution_queue_limit")
-    @classmethod
-    def _check_execution_queue_limit(cls, value: int) -> int:
-        if not 1 <= value <= 100_000:
-            raise ValueError("must be between 1 and 100000")
-        return value
     # ---- end of server-side execution
 
     # ---- local kernels
@@ -505,11 +475,11 @@ class RemoteKernelsConfig(_RemoteConnection):
         default="local",
         description="Name of the local kernels' remote (display names, name:spec prefixes).",
     )
-    local_port: int = Field(
+    local_port: int = Field(ge=0, le=65535, 
         default=0,
         description="Loopback port of the local kernel server; 0 picks a free port.",
     )
-    local_start_timeout: float = Field(
+    local_start_timeout: float = Field(gt=0, 
         default=60.0,
         description=(
             "Seconds the local kernel server has to answer after it is started; one that does "
@@ -523,19 +493,7 @@ class RemoteKernelsConfig(_RemoteConnection):
     def _check_local_name(cls, value: str) -> str:
         return _check_remote_name(value)
 
-    @field_validator("local_start_timeout")
-    @classmethod
-    def _check_local_start_timeout(cls, value: float) -> float:
-        if not value > 0:
-            raise ValueError("must be a positive number of seconds")
-        return value
 
-    @field_validator("local_port")
-    @classmethod
-    def _check_local_port(cls, value: int) -> int:
-        if not 0 <= value <= 65535:
-            raise ValueError("must be a port number (1-65535), or 0 for a free port")
-        return value
 
     @model_validator(mode="after")
     def _check_local_name_unique(self) -> RemoteKernelsConfig:
@@ -547,14 +505,14 @@ class RemoteKernelsConfig(_RemoteConnection):
     # ---- end of local kernels
 
     # ---- idle culling: jupyter_server's MappingKernelManager options
-    cull_idle_timeout: float = Field(
+    cull_idle_timeout: float = Field(ge=0, 
         default=0,
         description=(
             "Seconds of inactivity after which the front shuts down a kernel it started, on "
             "any kind of remote (jupyter_server's cull_idle_timeout). 0 disables culling."
         ),
     )
-    cull_interval: float = Field(
+    cull_interval: float = Field(gt=0, 
         default=300,
         description="Seconds between checks for idle kernels (jupyter_server's cull_interval).",
     )
@@ -573,44 +531,11 @@ class RemoteKernelsConfig(_RemoteConnection):
         ),
     )
 
-    @field_validator("cull_idle_timeout")
-    @classmethod
-    def _check_cull_idle_timeout(cls, value: float) -> float:
-        if value < 0:
-            raise ValueError("must be zero (off) or a positive number of seconds")
-        return value
 
-    @field_validator("cull_interval")
-    @classmethod
-    def _check_cull_interval(cls, value: float) -> float:
-        if not value > 0:
-            raise ValueError("must be a positive number of seconds")
-        return value
     # ---- end of idle culling
 
-    @field_validator(
-        "connect_timeout", "request_timeout", "kernel_start_timeout", "ping_interval",
-        "ping_timeout",
-    )
-    @classmethod
-    def _check_positive(cls, value: float) -> float:
-        if not value > 0:
-            raise ValueError("must be a positive number of seconds")
-        return value
 
-    @field_validator("kernelspecs_cache_ttl", "replay_grace_period")
-    @classmethod
-    def _check_not_negative(cls, value: float) -> float:
-        if value < 0:
-            raise ValueError("must be zero or a positive number of seconds")
-        return value
 
-    @field_validator("replay_buffer_bytes", "replay_buffer_messages", "replay_total_bytes")
-    @classmethod
-    def _check_positive_count(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be a positive number")
-        return value
 
     @field_validator("remote_name")
     @classmethod
@@ -704,7 +629,9 @@ def load_config(kwargs: dict[str, Any]) -> RemoteKernelsConfig:
 
 def _problem(error: Any) -> str:
     field = ".".join(str(p) for p in error["loc"])
-    message = str(error["msg"]).removeprefix("Value error, ")
+    # pydantic's own checks (Literal, bounds) say "Input should be ...": as ours, "must be".
+    message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be ",
+                                                                       "must be ")
     if not field:  # whole-model checks name their option at the start of the message
         return f"{OPTION_PREFIX}.{message}"
     option = f"{OPTION_PREFIX}.{field}"
@@ -718,9 +645,9 @@ def _problem(error: Any) -> str:
     # credentials or query, a token, a password, a header value).
     if isinstance(given, int | float) or (
             isinstance(given, str) and not _may_hold_a_secret(field, given)):
-        shown = str(given)[:80]
-        if repr(shown) not in message:
-            message += f" (got {shown!r})"
+        shown = repr(given[:80]) if isinstance(given, str) else str(given)
+        if shown not in message:
+            message += f" (got {shown})"
     return f"{option} {message}"
 
 

@@ -49,7 +49,7 @@ def test_an_explicit_ws_url_wins_over_the_derived_one() -> None:
 @pytest.mark.parametrize("value", [0, -1])
 def test_timeouts_must_be_positive(option: str, value: int) -> None:
     """Zero or a negative number of seconds is refused for every timeout, naming it."""
-    assert f"remote_kernels.{option} must be a positive number of seconds" in refusal(
+    assert f"remote_kernels.{option} must be greater than 0" in refusal(
         {"url": URL, option: value})
 
 
@@ -57,7 +57,7 @@ def test_timeouts_must_be_positive(option: str, value: int) -> None:
 def test_durations_that_may_be_off_take_zero_but_not_less(option: str) -> None:
     """0 turns the cache or the grace period off; a negative value is refused."""
     assert getattr(load_config({"url": URL, option: 0}), option) == 0
-    assert f"remote_kernels.{option} must be zero or a positive" in refusal(
+    assert f"remote_kernels.{option} must be greater than or equal to 0" in refusal(
         {"url": URL, option: -1})
 
 
@@ -72,8 +72,8 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_an_unknown_kind_is_refused_with_the_known_ones() -> None:
     """kind must be auto or one of the four kinds; the message lists them."""
     message = refusal({"url": URL, "kind": "nope"})
-    assert "remote_kernels.kind must be one of auto, jupyverse, jupyter_server, " \
-           "kernel_gateway, enterprise_gateway" in message
+    assert "remote_kernels.kind must be 'auto', 'jupyverse', 'jupyter_server', " \
+           "'kernel_gateway' or 'enterprise_gateway'" in message
 
 
 @pytest.mark.parametrize("kind", ["auto", "jupyverse", "jupyter_server", "kernel_gateway",
@@ -175,11 +175,13 @@ def test_kernelspecs_patterns_must_be_a_json_list() -> None:
 
 
 @pytest.mark.parametrize(("option", "value", "complaint"), [
-    ("event_loop", "trio", "remote_kernels.event_loop must be asyncio or uvloop"),
-    ("server", "gunicorn", "remote_kernels.server must be anycorn or uvicorn"),
-    ("local_port", 70000, "remote_kernels.local_port must be a port number"),
-    ("replay_buffer_bytes", 0, "remote_kernels.replay_buffer_bytes must be a positive number"),
-    ("execution_queue_limit", 0, "remote_kernels.execution_queue_limit must be between 1"),
+    ("event_loop", "trio", "remote_kernels.event_loop must be 'asyncio' or 'uvloop'"),
+    ("server", "gunicorn", "remote_kernels.server must be 'anycorn' or 'uvicorn'"),
+    ("local_port", 70000, "remote_kernels.local_port must be less than or equal to 65535"),
+    ("replay_buffer_bytes", 0,
+     "remote_kernels.replay_buffer_bytes must be greater than or equal to 1"),
+    ("execution_queue_limit", 0,
+     "remote_kernels.execution_queue_limit must be greater than or equal to 1"),
 ])
 def test_other_bounded_options_are_checked(option: str, value: Any, complaint: str) -> None:
     """Choices and bounded numbers outside their range are refused, naming the option."""

@@ -33,8 +33,8 @@ JUPYVERSE = str(Path(sys.executable).parent / "jupyverse")
         ("url", "ftp://host/", "remote_kernels.url must start with http:// or https://"),
         ("url", "http://user:pw@host/", "remote_kernels.url must not carry credentials"),
         ("ws_url", "http://host/", "remote_kernels.ws_url must start with ws:// or wss://"),
-        ("request_timeout", "-1", "remote_kernels.request_timeout must be a positive"),
-        ("connect_timeout", "0", "remote_kernels.connect_timeout must be a positive"),
+        ("request_timeout", "-1", "remote_kernels.request_timeout must be greater than 0"),
+        ("connect_timeout", "0", "remote_kernels.connect_timeout must be greater than 0"),
         ("kernel_start_timeout", "soon", "remote_kernels.kernel_start_timeout"),
         ("verify", "/no/such/ca.pem", "remote_kernels.verify must be true, false or the path"),
         ("client_cert", "/no/such/cert.pem", "remote_kernels.client_cert no such file"),
@@ -157,8 +157,8 @@ def test_help_all_describes_every_option() -> None:
     ("remote_kernels.ulr=http://gpu-box:8002",
      "remote_kernels.ulr is not an option; did you mean remote_kernels.url?"),
     ("remote_kernels.request_timeout=-1",
-     "remote_kernels.request_timeout must be a positive number of seconds (got '-1')"),
-    ("remote_kernels.kind=foo", "remote_kernels.kind must be one of auto, jupyverse"),
+     "remote_kernels.request_timeout must be greater than 0 (got '-1')"),
+    ("remote_kernels.kind=foo", "remote_kernels.kind must be 'auto', 'jupyverse'"),
 ])
 def test_a_configuration_mistake_is_said_in_one_line(option: str, said: str, tmp_path: Path
                                                      ) -> None:

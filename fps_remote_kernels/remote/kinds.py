@@ -11,6 +11,7 @@ from `KERNEL_*` variables and reads the launch timeout from `KERNEL_LAUNCH_TIMEO
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,4 +62,6 @@ ENTERPRISE_GATEWAY = Kind(name="enterprise_gateway", cookie_login=False, refusal
 KINDS = {kind.name: kind for kind in (JUPYVERSE, JUPYTER_SERVER, KERNEL_GATEWAY,
                                       ENTERPRISE_GATEWAY)}
 # What `remote_kernels.kind` accepts: a kind, or `auto` (asked of the remote at first use).
-KIND_NAMES = ("auto", *KINDS)
+KindName = Literal["auto", "jupyverse", "jupyter_server", "kernel_gateway", "enterprise_gateway"]
+KIND_NAMES: tuple[str, ...] = get_args(KindName)
+assert set(KIND_NAMES) == {"auto", *KINDS}, "KindName names every kind"
