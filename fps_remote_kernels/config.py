@@ -468,7 +468,10 @@ class RemoteKernelsConfig(_RemoteConnection):
             "auth directory, restarts it if it dies and stops it (and its kernels) with the "
             "front. It is listed as one more remote, named by local_name, e.g. "
             "'Python 3 (local)' next to 'Python 3 (gpu)'. Its kernels start in the front's "
-            "working directory. With it, url and remotes are optional."
+            "working directory. With it, url and remotes are optional. A local kernel runs "
+            "as the front's OS user: its code can read what the front can (its environment "
+            "and command line in /proc, token_file), the remotes' tokens included; see "
+            "docs/users/local-kernels.md."
         ),
     )
     local_name: str = Field(

@@ -47,6 +47,14 @@ def is_name(value: str) -> bool:
     return bool(_NAME.match(value))
 
 
+def checked_path(value: str) -> str:
+    """A session's path as the client sent it, refused (400) if it leaves the root: the
+    kernel starts in its directory, and a Jupyverse remote does not confine it."""
+    if ".." in value.replace("\\", "/").split("/"):
+        raise bad_request(f"Path {value[:200]!r} leaves the root directory")
+    return value
+
+
 def checked_name(value: str, what: str) -> str:
     if not _NAME.match(value):
         raise not_found(f"{what} {value[:64]!r}")

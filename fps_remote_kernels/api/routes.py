@@ -37,6 +37,7 @@ from .checks import (
     check_env,
     checked_kernel_id,
     checked_name,
+    checked_path,
     checked_session_id,
     is_name,
     json_object,
@@ -285,6 +286,7 @@ class _RemoteKernels(Kernels):
         path = optional_str(body, "path")
         if path is None:
             raise bad_request("Missing field in JSON data: path")
+        checked_path(path)
         session_type = optional_str(body, "type")
         if session_type is None:
             raise bad_request("Missing field in JSON data: type")
@@ -308,7 +310,7 @@ class _RemoteKernels(Kernels):
         for key in ("path", "name", "type"):
             value = optional_str(body, key)
             if value is not None:
-                changes[key] = value
+                changes[key] = checked_path(value) if key == "path" else value
         kernel_name, kernel_id, env = kernel_request(body)
         if "kernel" in body:
             changes["kernel"] = True

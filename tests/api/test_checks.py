@@ -13,6 +13,7 @@ from fps_remote_kernels.api.checks import (
     check_env,
     checked_kernel_id,
     checked_name,
+    checked_path,
     checked_session_id,
     is_name,
     json_object,
@@ -250,3 +251,17 @@ def test_origin_must_match_the_host_or_be_allowed(origin: str | None, allowed: l
                                                   ok: bool) -> None:
     """jupyter_server's check: no Origin, the Host's own origin, or an allowed one."""
     assert origin_allowed(connection(origin), allowed) is ok
+
+
+@pytest.mark.parametrize("path", ["../nb.ipynb", "a/../../nb.ipynb", "..", "a\\..\\..\\nb.ipynb"])
+def test_a_session_path_that_leaves_the_root_is_refused(path: str) -> None:
+    """A session path with a `..` segment (either separator) is a 400 that quotes it."""
+    with pytest.raises(RemoteKernelsError) as refused:
+        checked_path(path)
+    assert refused.value.status == 400 and "leaves the root directory" in refused.value.message
+
+
+@pytest.mark.parametrize("path", ["nb.ipynb", "a/b/nb.ipynb", "a..b.ipynb", "./nb.ipynb"])
+def test_a_session_path_inside_the_root_is_kept_as_sent(path: str) -> None:
+    """Paths that stay inside the root (dots inside a name included) pass unchanged."""
+    assert checked_path(path) == path

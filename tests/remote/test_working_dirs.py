@@ -106,6 +106,19 @@ async def test_a_path_that_leaves_the_root_is_refused(mapping_api: httpx.AsyncCl
     assert "leaves the root" in response.json()["message"]
 
 
+@ALL_KINDS
+async def test_a_session_path_that_leaves_the_root_is_refused(api: httpx.AsyncClient) -> None:
+    """A session `path` with `..` is answered 400 on every kind of remote (a Jupyverse remote
+    would start the kernel there), and no kernel is started."""
+    before = {k["id"] for k in (await api.get("/api/kernels")).json()}
+    response = await api.post("/api/sessions", json={
+        "path": "../../outside.ipynb", "type": "notebook", "name": "outside.ipynb",
+        "kernel": {"name": "python3"}})
+    assert response.status_code == 400, response.text
+    assert "leaves the root" in response.json()["message"]
+    assert {k["id"] for k in (await api.get("/api/kernels")).json()} == before
+
+
 # ------------------------------------------------------------------ kernelspecs per user
 
 
