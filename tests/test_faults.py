@@ -162,7 +162,8 @@ async def test_front_started_with_remote_down_answers_503_then_recovers(
                 response = await http.get(path)
                 assert response.status_code == 200, (path, response.text)
                 assert_no_secret(response, remote.token)
-            assert (await http.get(f"/api/kernels/{kernel}")).status_code == 404
+            gone = await http.get(f"/api/kernels/{kernel}")  # dead, as JupyterLab reads it
+            assert gone.status_code == 200 and gone.json()["execution_state"] == "dead", gone.text
     finally:
         front.stop()
         down.close()
@@ -393,8 +394,8 @@ async def test_remote_restart_mid_session_reauthenticates_and_404s_vanished_kern
         assert conn.ws.close_code not in GIVES_UP
 
         logins_before = len([r for r in proxy.requests if "token=" in r.target])
-        gone = await client.get(f"/api/kernels/{old_kernel}")
-        assert gone.status_code == 404, gone.text
+        gone = await client.get(f"/api/kernels/{old_kernel}")  # dead, as JupyterLab reads it
+        assert gone.status_code == 200 and gone.json()["execution_state"] == "dead", gone.text
         assert_no_secret(gone, remote.token)
         assert len([r for r in proxy.requests if "token=" in r.target]) > logins_before, \
             "the front did not log in to the restarted remote"

@@ -218,7 +218,8 @@ async def test_front_starts_with_remote_down_and_recovers_when_it_comes_up(tmp_p
 
 async def test_remote_restart_is_survived_by_re_authenticating(tmp_path: Path) -> None:
     """After the remote restarts (new cookie secret, kernels gone) the front logs in again:
-    vanished kernels are 404 and new sessions work."""
+    a vanished kernel answers `dead` (what JupyterLab reads as gone) until deleted, then 404,
+    and new sessions work."""
     from tests.support.kernel_client import KernelConnection
 
     remote = remote_server(tmp_path / "remote").start()
@@ -231,6 +232,11 @@ async def test_remote_restart_is_survived_by_re_authenticating(tmp_path: Path) -
             remote.stop()
             remote.start()
             old_id = before.json()["id"]
+            vanished = await client.get(f"/api/kernels/{old_id}")
+            assert vanished.status_code == 200, vanished.text
+            assert vanished.json()["execution_state"] == "dead"
+            assert old_id not in {k["id"] for k in (await client.get("/api/kernels")).json()}
+            assert (await client.delete(f"/api/kernels/{old_id}")).status_code == 204
             assert (await client.get(f"/api/kernels/{old_id}")).status_code == 404
             created = await client.post("/api/sessions", json={
                 "path": "after.ipynb", "type": "notebook", "kernel": {"name": "python3"}})

@@ -189,7 +189,8 @@ async def test_killed_local_server_is_restarted_and_serves_new_kernels(
     assert after["pgid"] == child_pids(local_front)[0] != child
     assert after["pid"] != before["pid"]
     old_kernel = before["session"]["kernel"]["id"]
-    assert (await client.get(f"/api/kernels/{old_kernel}")).status_code == 404
+    gone = await client.get(f"/api/kernels/{old_kernel}")  # dead, as JupyterLab reads it
+    assert gone.status_code == 200 and gone.json()["execution_state"] == "dead", gone.text
     metrics = (await client.get("/metrics")).text
     restarts = [float(line.split()[1]) for line in metrics.splitlines()
                 if line.startswith("remote_kernels_local_restarts_total ")]
