@@ -28,6 +28,12 @@ def code_digest(code: Any) -> str | None:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
+def not_the_code(what: str, found: str | None, expected: str) -> str:
+    """Why `what` is not the code a change was written for, for an error message."""
+    seen = "cannot be read" if found is None else f"changed (digest {found})"
+    return f"{what} {seen}, expected digest {expected}"
+
+
 def unchanged(code: Any, digest: str, what: str, effect: str = "not tuning it") -> bool:
     """Whether `code` is the code a change was written for (its digest is `digest`); if not,
     a warning names `what` and the `effect` of leaving it alone."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import structlog
 
-from .code_check import code_digest, unchanged
+from .code_check import code_digest, not_the_code, unchanged
 
 logger = structlog.get_logger()
 
@@ -60,11 +60,10 @@ def _checked_send_eof() -> Any:
         return SocketStream  # patched already
     found = code_digest(SocketStream.send_eof)
     if found != SEND_EOF_DIGEST:
-        seen = "cannot be read" if found is None else f"changed (digest {found})"
-        raise PatchNotApplicable(
-            f"anyio {version('anyio')}'s SocketStream.send_eof {seen}, expected digest "
-            f"{SEND_EOF_DIGEST}: remote_kernels.event_loop=uvloop is not safe with it; use "
-            "event_loop=asyncio")
+        what = not_the_code(f"anyio {version('anyio')}'s SocketStream.send_eof", found,
+                            SEND_EOF_DIGEST)
+        raise PatchNotApplicable(f"{what}: remote_kernels.event_loop=uvloop is not safe with "
+                                 "it; use event_loop=asyncio")
     return SocketStream
 
 

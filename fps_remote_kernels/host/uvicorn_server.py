@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from .code_check import code_digest, unchanged
+from .code_check import code_digest, not_the_code, unchanged
 
 logger = structlog.get_logger()
 
@@ -161,11 +161,10 @@ def _kernel_socket_protocol() -> type[asyncio.Protocol]:
                                  "pip install 'fps-remote-kernels[uvicorn]'") from None
     found = code_digest(WSProtocol.connection_lost)
     if found != CONNECTION_LOST_DIGEST:
-        seen = "cannot be read" if found is None else f"changed (digest {found})"
-        raise ServerNotSupported(
-            f"uvicorn {version('uvicorn')}'s WSProtocol.connection_lost {seen}, expected "
-            f"digest {CONNECTION_LOST_DIGEST}: check how it reports a client that vanished, "
-            "or use remote_kernels.server=anycorn")
+        what = not_the_code(f"uvicorn {version('uvicorn')}'s WSProtocol.connection_lost",
+                            found, CONNECTION_LOST_DIGEST)
+        raise ServerNotSupported(f"{what}: check how it reports a client that vanished, or "
+                                 "use remote_kernels.server=anycorn")
     from wsproto import WSConnection
 
     # Another uvicorn or wsproto may use them otherwise: then they stay their own.

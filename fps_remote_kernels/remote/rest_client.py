@@ -70,7 +70,9 @@ class RemoteClient:
             # Many browser tabs poll the same lists: keep connections warm, but not for as long
             # as servers keep them (anycorn and uvicorn close idle ones after 5 s): reusing a
             # connection the remote is closing at that moment fails the request.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50,
+            limits=httpx.Limits(max_connections=100,
+                                max_keepalive_connections=0 if _through_a_proxy(remote.url,
+                                                                                config) else 50,
                                 keepalive_expiry=_KEEPALIVE_EXPIRY),
             # The environment's proxies (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), as the kernel
             # WebSocket honours them (proxy.py); TLS settings are our own either way.
@@ -355,6 +357,19 @@ class RemoteClient:
             except (OSError, HandshakeError) as e:
                 raise unreachable(self.name, str(e) or type(e).__name__) from None
         raise AssertionError("unreachable")
+
+
+def _through_a_proxy(url: str, config: RemoteKernelsConfig) -> bool:
+    """Whether plain-HTTP requests to `url` go through the environment's forward proxy. Such
+    a connection is not kept for the next request: common proxies (tinyproxy) close it after
+    each answer without saying so, and a request sent on it as it closes fails unanswered,
+    which the front may not repeat for a POST."""
+    if not config.env_proxy or not url.startswith("http:"):
+        return False
+    try:
+        return proxy_for(url) is not None
+    except ProxyError:
+        return False
 
 
 def _json_or_none(response: httpx.Response) -> Any:

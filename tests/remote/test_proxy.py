@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from fps_remote_kernels.remote.proxy import Proxy, ProxyError, proxy_for
@@ -101,6 +102,12 @@ def proxied_front(remote: Server, proxy_url: str, workdir: Path) -> Server:
     return front.start()
 
 
+async def start_kernel(client: httpx.AsyncClient) -> str:
+    started = await client.post("/api/kernels", json={"name": "python3"})
+    assert started.status_code == 201, started.text
+    return str(started.json()["id"])
+
+
 async def test_kernel_socket_goes_through_the_environments_proxy(
         remote: Server, forward_proxy: ForwardProxy, tmp_path: Path) -> None:
     """With HTTP_PROXY set (credentials in its URL), a remote only the proxy resolves serves
@@ -109,9 +116,7 @@ async def test_kernel_socket_goes_through_the_environments_proxy(
     front = proxied_front(remote, forward_proxy.url, tmp_path / "front")
     try:
         async with logged_in(front) as client:
-            started = await client.post("/api/kernels", json={"name": "python3"})
-            assert started.status_code == 201, started.text
-            kernel_id = started.json()["id"]
+            kernel_id = await start_kernel(client)
             conn = await KernelConnection.open(ws_url(front, kernel_id),
                                                cookie=cookie_header(client))
             try:
@@ -141,9 +146,7 @@ async def test_a_kernel_socket_the_proxy_refuses_is_reported(
     front = proxied_front(remote, proxy.url, tmp_path / "front")
     try:
         async with logged_in(front) as client:
-            started = await client.post("/api/kernels", json={"name": "python3"})
-            assert started.status_code == 201, started.text
-            kernel_id = started.json()["id"]
+            kernel_id = await start_kernel(client)
             with pytest.raises(Exception) as refused:
                 await KernelConnection.open(ws_url(front, kernel_id),
                                             cookie=cookie_header(client))
