@@ -130,3 +130,27 @@ async def test_demo_shows_local_and_remote_kernels_and_keeps_its_root_clean(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def test_demo_sh_installs_what_the_demo_needs_only(tmp_path: Path) -> None:
+    """`bash scripts/demo.sh` in a fresh clone makes one virtualenv with the package, Jupyverse
+    and ipykernel, and none of the tests' tooling (pytest, browsers' drivers, jupyter_server,
+    the Enterprise Gateway virtualenv, Node packages)."""
+    repo = Path(__file__).resolve().parents[2]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True, timeout=120)
+    result = subprocess.run(["bash", "scripts/demo.sh", "--help"], cwd=clone, timeout=900,
+                            capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items()
+                                 if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--front-port" in result.stdout
+    bin_dir = clone / ".venv" / "bin"
+    assert (bin_dir / "jupyverse").exists()
+    installed = subprocess.run([str(bin_dir / "python"), "-m", "pip", "list", "--format=freeze"],
+                               capture_output=True, text=True, check=True).stdout.lower()
+    assert "ipykernel==" in installed and "fps-remote-kernels==" in installed
+    for tool in ("pytest", "playwright", "jupyter-server==", "jupyter-kernel-gateway", "mypy"):
+        assert tool not in installed, tool
+    assert not (clone / ".venv-eg").exists()
+    assert not (clone / "tests" / "support" / "node" / "node_modules").exists()

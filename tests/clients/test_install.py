@@ -175,3 +175,24 @@ async def test_readme_commands_run_a_cell_from_a_fresh_install(
         assert stdout == "42\n"
     finally:
         machine.stop()
+
+
+def test_the_wheel_holds_the_product_only(wheels: Path) -> None:
+    """The wheel ships the package and its licence: no test, demo or benchmark harness, no
+    reference to the tests' tooling (pytest, the Enterprise Gateway virtualenv), and a long
+    description without links into the repository."""
+    import zipfile
+
+    (wheel,) = wheels.glob("fps_remote_kernels-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        assert all(n.startswith(("fps_remote_kernels/", "fps_remote_kernels-")) for n in names)
+        assert not [n for n in names if "launch" in n or "/tests/" in n or "bench" in n]
+        assert any(n.endswith("licenses/LICENSE") for n in names), names
+        texts = {n: archive.read(n).decode(errors="replace") for n in names}
+    for name, text in texts.items():
+        assert ".venv-eg" not in text and "pytest" not in text.lower(), name
+    metadata = next(t for n, t in texts.items() if n.endswith("/METADATA"))
+    assert "License-Expression: BSD-3-Clause" in metadata
+    assert not re.search(r"\]\((?!https?://)[^)]+\)", metadata), "a relative link in the README"
+    assert "scripts/" not in metadata
