@@ -36,6 +36,10 @@ class KernelService(Sessions):
         self._learnt: dict[str, float] = {}
 
     async def status(self) -> list[dict[str, Any]]:
+        # The pools' kernel counts come from the store: in line with what members run now.
+        pooled = [name for name in self.order if self.pools.pool_of(name) is not None]
+        if pooled:
+            await self._reconcile(pooled)
         results = await self._on_each(lambda remote: remote.status())
         health = []
         for name in self.order:

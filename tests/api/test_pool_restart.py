@@ -40,8 +40,9 @@ async def start_one_after_another(api: httpx.AsyncClient, count: int) -> list[st
 
 async def test_kernels_gone_with_a_restarted_member_do_not_steer_placement(
         tmp_path: Path) -> None:
-    """After a member restarts (its kernels gone), new kernels fill it first: of six starts
-    after two kernels on each member, four go to the restarted member, two to the other."""
+    """After a member restarts (its kernels gone), /api/status counts none on it and new
+    kernels fill it first: of six starts after two kernels on each member, four go to the
+    restarted member, two to the other."""
     first = remote_server(tmp_path / "a").start()
     second = remote_server(tmp_path / "b").start()
     front = front_server(tmp_path / "front", first.url, first.token, extra=[
@@ -58,6 +59,8 @@ async def test_kernels_gone_with_a_restarted_member_do_not_steer_placement(
             second.stop()
             second.start()  # same port and token, no kernels
             assert not await kernels_on(second)
+            (pool,) = (await api.get("/api/status")).json()["pools"]
+            assert {m["name"]: m["kernels"] for m in pool["members"]} == {"a": 2, "b": 0}
             after = await start_one_after_another(api, 6)
             on_second = await kernels_on(second)
             placed = Counter("b" if k in on_second else "a" for k in after)
