@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from ..config import RemoteConfig
+from .kernel_socket import HANDSHAKE_LOGGER
 
 logger = structlog.get_logger()
 
@@ -128,7 +129,7 @@ _FILTER = _RedactSecrets()
 # A logger's filters see only its own records, not its children's: name each one.
 _LIBRARY_LOGGERS = ("httpx", "httpcore", "httpcore.http11", "httpcore.http2",
                     "httpcore.connection", "websockets", "websockets.client",
-                    "fps_remote_kernels.upstream")
+                    HANDSHAKE_LOGGER)
 
 
 def _redact_in_library_logs(secret: str, label: str = "[token]") -> None:

@@ -42,7 +42,9 @@ except ImportError:  # pragma: no cover - websockets ships its C speedups for co
 
 # Handshake lines at debug level, as websockets logged them; credentials.py scrubs the secrets in
 # them (tokens, passwords, the remote's session cookie) before any handler sees them.
-_log = logging.getLogger(__name__)
+# credentials.py scrubs this logger's records by its name.
+HANDSHAKE_LOGGER = __name__
+_log = logging.getLogger(HANDSHAKE_LOGGER)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
