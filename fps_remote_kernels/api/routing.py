@@ -224,10 +224,17 @@ class KernelRouting(Kernelspecs):
                              env: dict[str, str]) -> tuple[RemoteKernels, dict[str, Any]]:
         """Start the kernel on the member the placement chooses; a member that is down or
         fails (5xx) is skipped for the next, each member once; a refusal (4xx) would be the
-        same on every member and is answered as is."""
-        await self._reconcile(spec["members"])
-        order = self.pools.order(pool, spec["members"], self.store.kernel_counts())
-        failures = []
+        same on every member and is answered as is. Members known sick are not tried: the
+        start never waits for them (when every member is sick, each is probed once, within
+        the connect timeout, and those that answer are tried)."""
+        members = spec["members"]
+        await self._reconcile(members)
+        candidates = [m for m in members if self.remotes[m].client.health.healthy]
+        if not candidates:
+            candidates = await self._answering(members)
+        failures = [f"{m}: {self.remotes[m].client.health.error().message}"
+                    for m in members if m not in candidates]
+        order = self.pools.order(pool, candidates, self.store.kernel_counts())
         for member in order:
             remote = self.remotes[member]
             try:
@@ -241,17 +248,26 @@ class KernelRouting(Kernelspecs):
                                pool=pool, member=member, status=e.status, message=e.message)
         raise pool_unavailable(pool, spec["front_name"], failures)
 
+    async def _answering(self, members: list[str]) -> list[str]:
+        """Those of `members` that answer a probe now (each bounded by connect_timeout)."""
+        async def one(name: str) -> None:
+            try:
+                await self.remotes[name].client.probe()
+            except RemoteKernelsError:
+                pass
+
+        async with anyio.create_task_group() as tg:
+            for name in members:
+                tg.start_soon(one, name)
+        return [m for m in members if self.remotes[m].client.health.healthy]
+
     async def _reconcile(self, members: list[str]) -> None:
         """Bring the store's kernels of `members` in line with what each lists now, so that
-        kernels gone with a restarted member do not steer placement; a member that does not
-        answer within the connect timeout keeps what the store says (placement skips it if
-        it is down)."""
+        kernels gone with a restarted member do not steer placement; a member known sick is
+        not asked, one that does not answer within the reconcile timeout (connect_timeout)
+        keeps what the store says and is sick from then on (placement skips it)."""
         async def one(name: str) -> None:
-            with anyio.move_on_after(self.reconcile_timeout):
-                try:
-                    await self._kernels_of(self.remotes[name])
-                except RemoteKernelsError:
-                    pass
+            await self._bounded(self.remotes[name], self._kernels_of, self.reconcile_timeout)
 
         async with anyio.create_task_group() as tg:
             for name in members:
