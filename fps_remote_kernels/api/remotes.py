@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ..errors import RemoteKernelsError
+from ..errors import RemoteKernelsError, timed_out
+from ..remote.health import confirm as health_probe
 from ..remote.kernels import RemoteKernels
 from .placement import Pools
 from .store import Store
@@ -75,9 +76,11 @@ class Remotes:
 
     async def _bounded(self, remote: RemoteKernels,
                        call: Callable[[RemoteKernels], Awaitable[T]],
-                       timeout: float | None = None) -> T | RemoteKernelsError:
+                       timeout: float | None = None, confirm: bool = False
+                       ) -> T | RemoteKernelsError:
         """`call` on `remote` for an answer about several remotes: not asked if it is known
-        sick; sick from now on if it does not answer within `timeout` (listing_timeout)."""
+        sick; left out if it does not answer within `timeout` (listing_timeout), and probed
+        then: in the background, or now with `confirm` (placement must know)."""
         health = remote.client.health
         if not health.healthy:
             return health.error()
@@ -87,8 +90,11 @@ class Remotes:
                 return await call(remote)
             except RemoteKernelsError as e:
                 return e
-        health.failed(f"no answer within {limit:g} s")
-        return health.error()
+        if confirm:
+            await health_probe(health, remote.client.probe)
+        else:
+            health.suspect()
+        return timed_out(remote.client.name, limit)
 
     @staticmethod
     def _raise_if_all_failed(results: dict[str, Any]) -> None:

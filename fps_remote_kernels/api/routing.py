@@ -18,6 +18,7 @@ import structlog
 
 from ..activity import format_time
 from ..errors import RemoteKernelsError, not_found, pool_unavailable
+from ..remote.health import confirm as health_probe
 from ..remote.kernels import RemoteKernels
 from . import vanished
 from .kernelspecs import Kernelspecs
@@ -251,10 +252,8 @@ class KernelRouting(Kernelspecs):
     async def _answering(self, members: list[str]) -> list[str]:
         """Those of `members` that answer a probe now (each bounded by connect_timeout)."""
         async def one(name: str) -> None:
-            try:
-                await self.remotes[name].client.probe()
-            except RemoteKernelsError:
-                pass
+            client = self.remotes[name].client
+            await health_probe(client.health, client.probe)
 
         async with anyio.create_task_group() as tg:
             for name in members:
@@ -264,10 +263,12 @@ class KernelRouting(Kernelspecs):
     async def _reconcile(self, members: list[str]) -> None:
         """Bring the store's kernels of `members` in line with what each lists now, so that
         kernels gone with a restarted member do not steer placement; a member known sick is
-        not asked, one that does not answer within the reconcile timeout (connect_timeout)
-        keeps what the store says and is sick from then on (placement skips it)."""
+        not asked; one that does not answer within the reconcile timeout (connect_timeout)
+        keeps what the store says, and is probed before placing (sick if the probe gets no
+        answer either: placement skips it)."""
         async def one(name: str) -> None:
-            await self._bounded(self.remotes[name], self._kernels_of, self.reconcile_timeout)
+            await self._bounded(self.remotes[name], self._kernels_of, self.reconcile_timeout,
+                                confirm=True)
 
         async with anyio.create_task_group() as tg:
             for name in members:

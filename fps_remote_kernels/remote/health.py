@@ -3,8 +3,10 @@ remote back.
 
 The passive check of Nginx (`max_fails`, `proxy_next_upstream`) and Envoy (outlier detection):
 a remote that refused a connection, dropped it, or did not answer in time is sick at once, with
-no request of its own. While it is sick, listings over several remotes do not wait for it (they
-answer from the others and the front's records) and placement skips it (api/remotes.py,
+no request of its own. One only slow to answer a listing (its bound passed, api/remotes.py) is
+suspect: probed at once, sick only if the probe gets no answer either (a busy remote is not
+taken out for being busy). While it is sick, listings over several remotes do not wait for it
+(they answer from the others and the front's records) and placement skips it (api/remotes.py,
 api/routing.py). A background probe asks its kind's cheap status path, bounded by
 connect_timeout, less and less often; the first answer makes it healthy again, as does any
 answer to any other request (a kernel's own requests still go to their remote).
@@ -40,6 +42,8 @@ class Health:
     # When it fell sick (time.time()), and why.
     since: float | None = None
     reason: str | None = None
+    # Slow to answer a listing: probed at once (see `suspect`).
+    suspected: bool = False
     probes_failed: int = 0
     next_probe: float = 0.0  # time.monotonic()
     # Told when the remote falls sick (the probes wake up).
@@ -57,15 +61,28 @@ class Health:
         if self.on_sick is not None:
             self.on_sick()
 
+    def suspect(self) -> None:
+        """A listing gave up waiting for the remote: probe it now."""
+        if not self.healthy or self.suspected:
+            return
+        self.suspected, self.next_probe = True, time.monotonic()
+        if self.on_sick is not None:
+            self.on_sick()
+
     def answered(self, status: int) -> None:
         """A request got an answer with `status`."""
-        if self.healthy or status in _SICK_STATUSES:
+        if status in _SICK_STATUSES:
+            return
+        self.suspected = False
+        if self.healthy:
             return
         logger.info("Remote answers again: healthy", remote=self.remote,
                     unhealthy_seconds=round(time.time() - (self.since or time.time()), 1))
         self.healthy, self.since, self.reason = True, None, None
 
-    def probe_failed(self) -> None:
+    def probe_failed(self, reason: str) -> None:
+        self.suspected = False
+        self.failed(reason)
         self.probes_failed += 1
         delay = min(MAX_PROBE_DELAY, FIRST_PROBE_DELAY * 2 ** self.probes_failed)
         self.next_probe = time.monotonic() + delay
@@ -80,8 +97,8 @@ class Probes:
     """Probes the sick remotes in the background until each answers again."""
 
     def __init__(self, targets: Sequence[tuple[Health, Callable[[], Awaitable[None]]]]) -> None:
-        """`targets`: each remote's health and its probe (raises RemoteKernelsError when no
-        answer comes; an answer is reported to the health by the request itself)."""
+        """`targets`: each remote's health and its probe (raises RemoteKernelsError unless
+        the remote answers; an answer is reported to the health by the request itself)."""
         self.targets = list(targets)
         self._wake: anyio.Event | None = None
         for health, _ in self.targets:
@@ -96,7 +113,7 @@ class Probes:
             return
         while True:
             self._wake = anyio.Event()
-            sick = [(h, p) for h, p in self.targets if not h.healthy]
+            sick = [(h, p) for h, p in self.targets if not h.healthy or h.suspected]
             now = time.monotonic()
             due = [(h, p) for h, p in sick if h.next_probe <= now]
             if due:
@@ -111,9 +128,17 @@ class Probes:
 
     @staticmethod
     async def _probe(health: Health, probe: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await probe()
-        except RemoteKernelsError:
-            pass
-        if not health.healthy:
-            health.probe_failed()
+        await confirm(health, probe)
+
+
+async def confirm(health: Health, probe: Callable[[], Awaitable[None]]) -> bool:
+    """Probe the remote once: whether it answers (if not, it is sick)."""
+    try:
+        await probe()
+    except RemoteKernelsError as e:
+        health.probe_failed(e.message)
+        return False
+    if not health.healthy:  # an answer the health does not count as one (502 and so on)
+        health.probe_failed("its probe got no answer")
+        return False
+    return True

@@ -209,12 +209,14 @@ class RemoteClient:
 
     async def probe(self) -> None:
         """Ask the kind's cheap status path, bounded by connect_timeout: whether the remote
-        answers at all (any answer, even a refusal of the front's credentials, is reported to
-        its health by `_send`)."""
+        answers at all (any answer, even a refusal of the front's credentials, but not a
+        balancer's 502-504). `_send` reports it to the remote's health."""
         path = self.kind.status_path if self.kind is not None else "api"
         async with mapped_transport_errors(self.name, self.config.connect_timeout):
-            await self._send("GET", path, headers=self._auth_headers(),
-                             timeout=httpx.Timeout(self.config.connect_timeout))
+            response = await self._send("GET", path, headers=self._auth_headers(),
+                                        timeout=httpx.Timeout(self.config.connect_timeout))
+        if response.status_code in (502, 503, 504):
+            raise self.error_from(response)
 
     async def _send(self, method: str, path: str, *, slow_is_sick: bool = True,
                     **kwargs: Any) -> httpx.Response:
