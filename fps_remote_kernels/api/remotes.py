@@ -66,7 +66,7 @@ class Remotes:
         async def one(name: str) -> None:
             remote = self.remotes[name]
             kept = when_sick(remote) if when_sick is not None and \
-                not remote.client.health.healthy else None
+                remote.client.health.avoided else None
             results[name] = kept if kept is not None else await self._bounded(remote, call)
 
         async with anyio.create_task_group() as tg:
@@ -79,10 +79,11 @@ class Remotes:
                        timeout: float | None = None, confirm: bool = False
                        ) -> T | RemoteKernelsError:
         """`call` on `remote` for an answer about several remotes: not asked if it is known
-        sick; left out if it does not answer within `timeout` (listing_timeout), and probed
-        then: in the background, or now with `confirm` (placement must know)."""
+        sick (or suspect); left out if it does not answer within `timeout`
+        (listing_timeout), and probed then: in the background, or now with `confirm`
+        (placement must know)."""
         health = remote.client.health
-        if not health.healthy:
+        if health.avoided:
             return health.error()
         limit = self.listing_timeout if timeout is None else timeout
         with anyio.move_on_after(limit):
@@ -93,7 +94,7 @@ class Remotes:
         if confirm:
             await health_probe(health, remote.client.probe)
         else:
-            health.suspect()
+            health.suspect(f"no answer within {limit:g} s")
         return timed_out(remote.client.name, limit)
 
     @staticmethod

@@ -230,7 +230,11 @@ class KernelRouting(Kernelspecs):
         the connect timeout, and those that answer are tried)."""
         members = spec["members"]
         await self._reconcile(members)
-        candidates = [m for m in members if self.remotes[m].client.health.healthy]
+        # A member a listing found slow is probed before placing: busy is not sick.
+        suspects = [m for m in members if self.remotes[m].client.health.suspected]
+        if suspects:
+            await self._answering(suspects)
+        candidates = [m for m in members if not self.remotes[m].client.health.avoided]
         if not candidates:
             candidates = await self._answering(members)
         failures = [f"{m}: {self.remotes[m].client.health.error().message}"
@@ -258,7 +262,7 @@ class KernelRouting(Kernelspecs):
         async with anyio.create_task_group() as tg:
             for name in members:
                 tg.start_soon(one, name)
-        return [m for m in members if self.remotes[m].client.health.healthy]
+        return [m for m in members if not self.remotes[m].client.health.avoided]
 
     async def _reconcile(self, members: list[str]) -> None:
         """Bring the store's kernels of `members` in line with what each lists now, so that

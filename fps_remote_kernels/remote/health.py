@@ -61,11 +61,16 @@ class Health:
         if self.on_sick is not None:
             self.on_sick()
 
-    def suspect(self) -> None:
+    @property
+    def avoided(self) -> bool:
+        """Not to be waited for: sick, or suspect until its probe answers."""
+        return not self.healthy or self.suspected
+
+    def suspect(self, reason: str) -> None:
         """A listing gave up waiting for the remote: probe it now."""
-        if not self.healthy or self.suspected:
+        if self.avoided:
             return
-        self.suspected, self.next_probe = True, time.monotonic()
+        self.suspected, self.reason, self.next_probe = True, reason, time.monotonic()
         if self.on_sick is not None:
             self.on_sick()
 
@@ -113,7 +118,7 @@ class Probes:
             return
         while True:
             self._wake = anyio.Event()
-            sick = [(h, p) for h, p in self.targets if not h.healthy or h.suspected]
+            sick = [(h, p) for h, p in self.targets if h.avoided]
             now = time.monotonic()
             due = [(h, p) for h, p in sick if h.next_probe <= now]
             if due:
@@ -138,7 +143,7 @@ async def confirm(health: Health, probe: Callable[[], Awaitable[None]]) -> bool:
     except RemoteKernelsError as e:
         health.probe_failed(e.message)
         return False
-    if not health.healthy:  # an answer the health does not count as one (502 and so on)
+    if health.avoided:  # an answer the health does not count as one (502 and so on)
         health.probe_failed("its probe got no answer")
         return False
     return True
