@@ -35,6 +35,7 @@ from .host.uvicorn_server import UvicornServer, listen_address, login_url
 from .local.kernel_host import LocalKernels
 from .metrics import Metrics, MetricsRoutes
 from .relay.replay import ReplayBuffers, ReplayLimits
+from .remote.health import Probes
 from .remote.kernels import RemoteKernels
 from .remote.rest_client import RemoteClient
 
@@ -64,6 +65,7 @@ class RemoteKernelsModule(Module):
         self._culler: Culler | None = None
         self._culling: anyio.CancelScope | None = None
         self._uvicorn: UvicornServer | None = None
+        self._probes: Probes | None = None
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
@@ -115,7 +117,10 @@ class RemoteKernelsModule(Module):
             {remote.name: remote.kernelspecs for remote in remote_configs},
             Pools({remote.name: remote.pool for remote in remote_configs}),
             reconcile_timeout=self.config.connect_timeout,
+            listing_timeout=self.config.connect_timeout,
         )
+        # The sick remotes probed in the background until they answer (remote/health.py).
+        self._probes = Probes([(client.health, client.probe) for client in self._clients])
         # The routes check the front's auth through a short-lived cache of successful checks.
         routes_auth, auth_cache = cached_auth(auth, self.config.auth_cache_ttl)
         self.kernels = _RemoteKernels(
@@ -157,6 +162,8 @@ class RemoteKernelsModule(Module):
                 tg.start_soon(self._local.run)  # not awaited: the front starts at once
             if self._culler is not None:
                 tg.start_soon(self._cull, self._culler)
+            if self._probes is not None:
+                tg.start_soon(self._probes.run)
             self.done()
 
     async def _serve_with_uvicorn(self) -> bool:
@@ -219,6 +226,7 @@ class RemoteKernelsModule(Module):
         names = [remote.name for remote in remotes]
         self.metrics = metrics = Metrics(
             names, lambda kernel_id: store.kernel_remote(kernel_id) or names[0], replay)
+        metrics.health = lambda: {r.name: r.client.health.healthy for r in remotes}
         for remote in remotes:
             remote.client.request_observer = metrics.remote_request
             remote.on_kernel_start = metrics.kernel_started

@@ -5,7 +5,8 @@ Served on `{base_url}metrics`, authenticated like the rest of the front unless
 
 - every request to each remote, by route template, method and status, with a latency
   histogram (the client reports them, see RemoteClient.request_observer);
-- each remote's health as its last request found it, and when that was;
+- each remote's health as its last request found it, and when that was; whether it is
+  healthy for listings and placement (remote/health.py);
 - open kernel sockets and the frames and bytes relayed each way, per remote (an observer);
 - kernel starts by outcome, replays and dropped replay buffers, culled kernels, restarts of
   the local kernels child.
@@ -91,6 +92,8 @@ class Metrics:
         # How many times the local kernels child was restarted (local/kernel_host.py), if
         # there is one.
         self.local_restarts: Callable[[], int] | None = None
+        # Each remote's health for listings and placement (remote/health.py), if known.
+        self.health: Callable[[], dict[str, bool]] | None = None
         self.registry.register(_Collector(self))
 
     # ---------------------------------------------------------------- fed by the front
@@ -191,6 +194,14 @@ class _Collector:
             frames.add_metric([remote, "to_kernel"], counts[2])
             sizes.add_metric([remote, "to_kernel"], counts[3])
         yield from (up, seen, sockets, frames, sizes)
+        if m.health is not None:
+            gauge = GaugeMetricFamily(
+                f"{PREFIX}_remote_healthy", "1 if the remote is healthy, 0 while it is sick: "
+                "skipped by listings and placement, probed until it answers.",
+                labels=["remote"])
+            for remote, ok in m.health().items():
+                gauge.add_metric([remote], 1.0 if ok else 0.0)
+            yield gauge
         if m.local_restarts is not None:
             yield CounterMetricFamily(f"{PREFIX}_local_restarts",
                                       "Restarts of the local kernels child after it ended.",

@@ -19,7 +19,10 @@ class Kernelspecs(Remotes):
         (one remote, or the members of a pool that have it and answered); `unavailable`:
         the offerers none of whose remotes answered. With `user`, what remotes that filter
         per user (Enterprise Gateway) offer to that user."""
-        results = await self._on_each(lambda remote: remote.kernelspecs(user))
+        # A sick remote's specs stay offered while its cached answer is fresh: placement
+        # skips a sick pool member, and a start asked of a sick remote says why it failed.
+        results = await self._on_each(lambda remote: remote.kernelspecs(user),
+                                      lambda remote: remote.cached_kernelspecs(user))
         merged: dict[str, dict[str, Any]] = {}
         offered: dict[tuple[str, str], dict[str, Any]] = {}
         default = None

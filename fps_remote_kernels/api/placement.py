@@ -83,6 +83,7 @@ class Pools:
         summaries = []
         for pool in self.pools.values():
             members = [{"name": m, "reachable": by_name.get(m, {}).get("reachable", False),
+                        "healthy": by_name.get(m, {}).get("healthy", False),
                         "message": by_name.get(m, {}).get("message"),
                         "kernels": counts.get(m, 0)} for m in pool.members]
             summaries.append({

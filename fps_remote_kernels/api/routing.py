@@ -18,6 +18,7 @@ import structlog
 
 from ..activity import format_time
 from ..errors import RemoteKernelsError, not_found, pool_unavailable
+from ..remote.health import confirm as health_probe
 from ..remote.kernels import RemoteKernels
 from . import vanished
 from .kernelspecs import Kernelspecs
@@ -224,10 +225,21 @@ class KernelRouting(Kernelspecs):
                              env: dict[str, str]) -> tuple[RemoteKernels, dict[str, Any]]:
         """Start the kernel on the member the placement chooses; a member that is down or
         fails (5xx) is skipped for the next, each member once; a refusal (4xx) would be the
-        same on every member and is answered as is."""
-        await self._reconcile(spec["members"])
-        order = self.pools.order(pool, spec["members"], self.store.kernel_counts())
-        failures = []
+        same on every member and is answered as is. Members known sick are not tried: the
+        start never waits for them (when every member is sick, each is probed once, within
+        the connect timeout, and those that answer are tried)."""
+        members = spec["members"]
+        await self._reconcile(members)
+        # A member a listing found slow is probed before placing: busy is not sick.
+        suspects = [m for m in members if self.remotes[m].client.health.suspected]
+        if suspects:
+            await self._answering(suspects)
+        candidates = [m for m in members if not self.remotes[m].client.health.avoided]
+        if not candidates:
+            candidates = await self._answering(members)
+        failures = [f"{m}: {self.remotes[m].client.health.error().message}"
+                    for m in members if m not in candidates]
+        order = self.pools.order(pool, candidates, self.store.kernel_counts())
         for member in order:
             remote = self.remotes[member]
             try:
@@ -241,17 +253,26 @@ class KernelRouting(Kernelspecs):
                                pool=pool, member=member, status=e.status, message=e.message)
         raise pool_unavailable(pool, spec["front_name"], failures)
 
+    async def _answering(self, members: list[str]) -> list[str]:
+        """Those of `members` that answer a probe now (each bounded by connect_timeout)."""
+        async def one(name: str) -> None:
+            client = self.remotes[name].client
+            await health_probe(client.health, client.probe)
+
+        async with anyio.create_task_group() as tg:
+            for name in members:
+                tg.start_soon(one, name)
+        return [m for m in members if not self.remotes[m].client.health.avoided]
+
     async def _reconcile(self, members: list[str]) -> None:
         """Bring the store's kernels of `members` in line with what each lists now, so that
-        kernels gone with a restarted member do not steer placement; a member that does not
-        answer within the connect timeout keeps what the store says (placement skips it if
-        it is down)."""
+        kernels gone with a restarted member do not steer placement; a member known sick is
+        not asked; one that does not answer within the reconcile timeout (connect_timeout)
+        keeps what the store says, and is probed before placing (sick if the probe gets no
+        answer either: placement skips it)."""
         async def one(name: str) -> None:
-            with anyio.move_on_after(self.reconcile_timeout):
-                try:
-                    await self._kernels_of(self.remotes[name])
-                except RemoteKernelsError:
-                    pass
+            await self._bounded(self.remotes[name], self._kernels_of, self.reconcile_timeout,
+                                confirm=True)
 
         async with anyio.create_task_group() as tg:
             for name in members:

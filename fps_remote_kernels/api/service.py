@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..activity import format_time
 from ..errors import RemoteKernelsError
 from ..remote.kernels import RemoteKernels
 from . import vanished
@@ -22,7 +23,7 @@ class KernelService(Sessions):
 
     def __init__(self, remotes: list[RemoteKernels], store: Store, env_allowlist: list[str],
                  patterns: dict[str, list[str]], pools: Pools | None = None,
-                 reconcile_timeout: float = 5.0) -> None:
+                 reconcile_timeout: float = 5.0, listing_timeout: float = 5.0) -> None:
         self.remotes = {remote.name: remote for remote in remotes}
         self.order = [remote.name for remote in remotes]
         self.store = store
@@ -31,6 +32,8 @@ class KernelService(Sessions):
         self.pools = pools or Pools({})
         # How long a start waits for a pool member's listing before placing (see _reconcile).
         self.reconcile_timeout = reconcile_timeout
+        # How long a listing over several remotes waits for one (see Remotes._bounded).
+        self.listing_timeout = listing_timeout
         self.vanished = vanished.VanishedKernels()
         # When the front learnt of each recent kernel (time.monotonic()).
         self._learnt: dict[str, float] = {}
@@ -45,8 +48,13 @@ class KernelService(Sessions):
         for name in self.order:
             remote = self.remotes[name]
             result = results.get(name)
+            record = remote.client.health
             entry: dict[str, Any] = {"name": name, "url": remote.client.name,
                                      "kind": remote.kind_name, "reachable": True,
+                                     # Sick: skipped by listings and placement (health.py).
+                                     "healthy": record.healthy,
+                                     "unhealthy_since": None if record.since is None
+                                     else format_time(record.since),
                                      "message": None, "kernels": None,
                                      "pool": self.pools.pool_of(name),
                                      # REST may answer where the kernel socket cannot open.

@@ -28,9 +28,17 @@ class Sessions(KernelRouting):
     async def _session_kernel(self, kernel_id: str) -> dict[str, Any] | None:
         """The kernel of a front-kept session; listed as unreachable if its remote does not
         answer (JupyterLab would drop a session missing from the list). A kernel gone from
-        its remote (culled, crashed) is forgotten, with its sessions."""
+        its remote (culled, crashed) is forgotten, with its sessions. Among several remotes,
+        a sick one is not asked, and one is waited for at most `listing_timeout`."""
+        remote = self.remotes.get(self.store.kernel_remote(kernel_id) or "")
         try:
-            model = await self.kernel(kernel_id)
+            if remote is None or self.single is not None:
+                model = await self.kernel(kernel_id)
+            else:
+                found = await self._bounded(remote, lambda _: self.kernel(kernel_id))
+                if isinstance(found, RemoteKernelsError):
+                    raise found
+                model = found
         except RemoteKernelsError as e:
             if e.status == 404:
                 self.store.forget_kernel(kernel_id)

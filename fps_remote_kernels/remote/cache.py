@@ -32,6 +32,12 @@ class CoalescingCache(Generic[T]):
         self._expires = 0.0
         self._flight: _Flight[T] | None = None
 
+    def fresh(self) -> T | None:
+        """The kept value if it has not expired, without fetching."""
+        if self._value is not None and time.monotonic() < self._expires:
+            return self._value
+        return None
+
     def invalidate(self) -> None:
         self._expires = 0.0
 

@@ -71,6 +71,14 @@ class RemoteKernels:
             cache = self._kernelspecs_of_user[user] = CoalescingCache(self._kernelspecs.ttl)
         return await cache.get(lambda: self._fetch_kernelspecs(user))
 
+    def cached_kernelspecs(self, user: str | None = None) -> dict[str, Any] | None:
+        """The kernelspecs last fetched, if still fresh; None otherwise (nothing is asked)."""
+        kind = self.client.kind
+        if user is None or (kind is not None and not kind.kernelspecs_per_user):
+            return self._kernelspecs.fresh()
+        cache = self._kernelspecs_of_user.get(user)
+        return cache.fresh() if cache is not None else None
+
     async def _fetch_kernelspecs(self, user: str | None = None) -> dict[str, Any]:
         path = f"api/kernelspecs?user={quote(user, safe='')}" if user else "api/kernelspecs"
         specs = await self.client.get_json(path)

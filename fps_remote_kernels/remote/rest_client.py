@@ -25,6 +25,7 @@ from ..errors import (
     user_refused,
 )
 from .credentials import JUPYVERSE_AUTH_COOKIE, RemoteAuth, quiet_library_logs
+from .health import Health
 from .kernel_socket import HandshakeError, HandshakeRefused, NotHTTP, UpstreamConnection
 from .kernel_socket import connect as connect_websocket
 from .kinds import ENTERPRISE_GATEWAY, JUPYTER_SERVER, JUPYVERSE, KERNEL_GATEWAY, KINDS, Kind
@@ -89,6 +90,8 @@ class RemoteClient:
         # Told of every request to the remote: (remote name, method, path, status or None
         # when no answer came, seconds). The metrics set it.
         self.request_observer: Callable[[str, str, str, int | None, float], None] | None = None
+        # What the requests find of the remote's health (health.py).
+        self.health = Health(self.name)
         quiet_library_logs()
 
     async def aclose(self) -> None:
@@ -121,6 +124,8 @@ class RemoteClient:
                     json=json,
                     headers=self._auth_headers(),
                     timeout=httpx.Timeout(request_timeout, connect=self.config.connect_timeout),
+                    # A kernel start slower than a listing says nothing of the remote's health.
+                    slow_is_sick=request_timeout <= self.config.request_timeout,
                 )
             if not self._refused(response):
                 return response
@@ -204,11 +209,24 @@ class RemoteClient:
         async with mapped_transport_errors(self.name, self.config.request_timeout):
             return await self._send("GET", path, headers=self._auth_headers())
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def probe(self) -> None:
+        """Ask the kind's cheap status path, bounded by connect_timeout: whether the remote
+        answers at all (any answer, even a refusal of the front's credentials, but not a
+        balancer's 502-504). `_send` reports it to the remote's health."""
+        path = self.kind.status_path if self.kind is not None else "api"
+        async with mapped_transport_errors(self.name, self.config.connect_timeout):
+            response = await self._send("GET", path, headers=self._auth_headers(),
+                                        timeout=httpx.Timeout(self.config.connect_timeout))
+        if response.status_code in (502, 503, 504):
+            raise self.error_from(response)
+
+    async def _send(self, method: str, path: str, *, slow_is_sick: bool = True,
+                    **kwargs: Any) -> httpx.Response:
         """One HTTP request; a safe one (GET, HEAD) is sent again, once, when the connection
         drops before the answer: a kept-alive connection the remote closed while it sat in
         the pool fails that way, and a browser retries then too. Other methods are not
-        repeated: the remote may have acted on them."""
+        repeated: the remote may have acted on them. No answer makes the remote sick
+        (health.py); with `slow_is_sick` false, a read timeout does not."""
         started, status = time.perf_counter(), None
         try:
             try:
@@ -220,7 +238,12 @@ class RemoteClient:
                              remote=self.name, method=method)
                 response = await self._http.request(method, path, **kwargs)
             status = response.status_code
+            self.health.answered(status)
             return response
+        except httpx.TransportError as e:
+            if sickening(e, slow_is_sick):
+                self.health.failed(f"{type(e).__name__} on {method} {route_name(path)}")
+            raise
         finally:
             if self.request_observer is not None:
                 self.request_observer(self.remote.name, method, path, status,
@@ -370,6 +393,21 @@ def _through_a_proxy(url: str, config: RemoteKernelsConfig) -> bool:
         return proxy_for(url) is not None
     except ProxyError:
         return False
+
+
+def sickening(e: httpx.TransportError, slow_is_sick: bool) -> bool:
+    """Whether a transport failure says the remote is sick: refused, timed out, dropped;
+    not an answer that is not HTTP (garbage is answered 502, the remote is there)."""
+    if isinstance(e, httpx.ReadTimeout):
+        return slow_is_sick
+    if isinstance(e, httpx.RemoteProtocolError):
+        return connection_dropped(e)
+    return True
+
+
+def route_name(path: str) -> str:
+    """A request path without its query (which may hold the token)."""
+    return path.split("?", 1)[0]
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -51,11 +51,12 @@ def test_pools_from_configuration() -> None:
     assert pools.pools["gpu"].members == ["a", "b"]
     assert pools.offerer("a") == "gpu" and pools.offerer("x") == "x"
     summary = pools.summaries(
-        [{"name": "a", "reachable": True, "message": None},
-         {"name": "b", "reachable": False, "message": "down"}], {"a": 2, "b": 3})
+        [{"name": "a", "reachable": True, "healthy": True, "message": None},
+         {"name": "b", "reachable": False, "healthy": False, "message": "down"}],
+        {"a": 2, "b": 3})
     assert summary == [{"name": "gpu", "reachable": 1, "kernels": 5, "members": [
-        {"name": "a", "reachable": True, "message": None, "kernels": 2},
-        {"name": "b", "reachable": False, "message": "down", "kernels": 3}]}]
+        {"name": "a", "reachable": True, "healthy": True, "message": None, "kernels": 2},
+        {"name": "b", "reachable": False, "healthy": False, "message": "down", "kernels": 3}]}]
 
 
 def test_a_pool_may_not_share_a_remote_name() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -195,6 +196,35 @@ async def test_killed_local_server_is_restarted_and_serves_new_kernels(
     restarts = [float(line.split()[1]) for line in metrics.splitlines()
                 if line.startswith("remote_kernels_local_restarts_total ")]
     assert restarts and restarts[0] >= 1, metrics[-1500:]
+
+
+async def test_listings_answer_200_while_the_local_server_restarts(
+        local_front: Server, client: httpx.AsyncClient) -> None:
+    """SIGKILL of the child while sessions on both hosts (their kernels never on a socket)
+    are polled: GET /api/sessions and /api/kernels answer 200 every time, promptly, until
+    the new child is healthy again (never a 500 for a `last_activity` the front lacks)."""
+    await both_listed(client)
+    for kernel, path in (("local:python3", "polled-local.ipynb"), ("python3", "polled.ipynb")):
+        response = await client.post("/api/sessions", json={
+            "path": path, "type": "notebook", "name": "", "kernel": {"name": kernel}})
+        assert response.status_code == 201, response.text
+    [child] = child_pids(local_front)
+    os.kill(child, signal.SIGKILL)
+    answers: list[tuple[str, int, float]] = []
+    with anyio.fail_after(90):
+        while True:
+            for path in ("/api/sessions", "/api/kernels"):
+                started = time.perf_counter()
+                response = await client.get(path)
+                answers.append((path, response.status_code, time.perf_counter() - started))
+            remotes = {r["name"]: r for r in
+                       (await client.get("/api/status")).json()["remotes"]}
+            if child_pids(local_front) not in ([], [child]) and remotes["local"]["healthy"] \
+                    and remotes["local"]["reachable"]:
+                break
+            await anyio.sleep(0.1)
+    assert {status for _, status, _ in answers} == {200}, answers
+    assert max(seconds for _, _, seconds in answers) < 5, answers  # connect_timeout
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
