@@ -51,9 +51,11 @@ class RemoteKernelsModule(Module):
             refuse_to_start(str(error))
             raise
         # fps builds the modules before it starts the event loop: the loop is chosen here.
-        use_event_loop(self.config.event_loop)
-        if self.config.tune_server:
-            tune_server()
+        # What the front changed in its own process, for /api/status (docs/operators/
+        # front-process.md).
+        self.process_facts: dict[str, Any] = {
+            "server": self.config.server, "event_loop": use_event_loop(self.config.event_loop),
+            "tuned": tune_server() if self.config.tune_server else []}
         self.kernels: _RemoteKernels | None = None
         self._signal_watch: anyio.abc.TaskGroup | None = None
         self._clients: list[RemoteClient] = []
@@ -137,6 +139,7 @@ class RemoteKernelsModule(Module):
             auth_cache,
         )
         self.kernels.observers.add(activity)
+        self.kernels.process_facts = self.process_facts
         self._serve_metrics(app, routes_auth, remotes, store, self.kernels.replay)
         if self.config.cull_idle_timeout > 0:
             self._culler = Culler(service, CullPolicy(

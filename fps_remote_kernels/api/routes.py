@@ -98,6 +98,7 @@ class _RemoteKernels(Kernels):
         self._live: dict[tuple[str, str], KernelChannelsBridge] = {}
         # Capabilities that watch kernel traffic register here (activity, metrics, ...).
         self.observers = Observers()
+        self.process_facts: dict[str, Any] = {}
         # Server-side execution, set by the module when the collaboration plugins are there.
         self.executions: Executions | None = None
         super().__init__(app=app, auth=auth)
@@ -154,6 +155,8 @@ class _RemoteKernels(Kernels):
             "remote": remotes[0],  # the first (or only) remote
             "remotes": remotes,
             "pools": self.service.pool_status(remotes),
+            # The front's server, event loop and the library changes applied in its process.
+            "front": self.process_facts,
         }
 
     # ---------------------------------------------------------------- kernelspecs

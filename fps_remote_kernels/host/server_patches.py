@@ -86,10 +86,11 @@ def patch_send_eof() -> None:
     socket_stream.send_eof = send_eof
 
 
-def use_event_loop(name: str) -> None:
-    """Make the loop the front will run on (called before fps starts it) `name`'s."""
+def use_event_loop(name: str) -> str:
+    """Make the loop the front will run on (called before fps starts it) `name`'s; the name
+    of the loop it runs on."""
     if name == "asyncio":
-        return
+        return name
     try:
         import uvloop
     except ImportError:
@@ -100,9 +101,10 @@ def use_event_loop(name: str) -> None:
     except PatchNotApplicable as error:
         # Started untuned rather than not at all: asyncio's loop needs no patch.
         logger.warning("The front runs on asyncio, not uvloop", reason=str(error))
-        return
+        return "asyncio"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     logger.info("The front runs on uvloop", uvloop=uvloop.__version__)
+    return "uvloop"
 
 
 def patch_frame_serialization() -> bool:
@@ -159,8 +161,10 @@ def patch_send_lock() -> bool:
     return True
 
 
-def tune_server() -> None:
-    """The relay-path patches, each applied only to the code it was written for."""
+def tune_server() -> list[str]:
+    """The relay-path patches, each applied only to the code it was written for: the names of
+    those applied."""
     applied = [name for name, patch in (("wsproto frame serialization", patch_frame_serialization),
                                         ("anycorn send lock", patch_send_lock)) if patch()]
     logger.info("Tuned the front's server", patches=applied)
+    return applied
