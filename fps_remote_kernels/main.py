@@ -272,7 +272,8 @@ class RemoteKernelsModule(Module):
         self._executions = kernels.executions = Executions(
             kernels.service, yjs, file_id, self.config.execution_queue_limit,
             lambda: kernels.observers.all,
-            self.config.connect_timeout + 2 * self.config.request_timeout)
+            self.config.connect_timeout + 2 * self.config.request_timeout,
+            self.config.execution_output_limit or None)
         logger.info("Server-side execution available (POST /api/kernels/{id}/execute)",
                     execution_queue_limit=self.config.execution_queue_limit)
 
