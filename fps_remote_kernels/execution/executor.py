@@ -52,10 +52,11 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 import structlog
 
 from ..api.service import KernelService
-from ..errors import RemoteKernelsError, queue_full
+from ..errors import RemoteKernelsError, kernel_died, queue_full
 from ..observers import ChannelsObserver, Frame
 from ..relay.frames import V1_PROTOCOL, FrameError, legacy_message, message_frame, v1_parts
 from ..remote.kernel_socket import ConnectionClosed, UpstreamConnection
@@ -71,6 +72,9 @@ _QUIET_AFTER_REPLY_SECONDS = 30.0
 # While cells run, the kernel is probed this often, and taken as dead after this long silent.
 _PROBE_SECONDS = 2.0
 _DEAD_SECONDS = 10.0
+# Frames above this are parsed on a worker thread; stream text is written in pieces of this.
+_LARGE_FRAME = 1 << 20
+_WRITE_CHUNK = 1 << 18
 # After an interrupt, how long the kernel has to answer the cells it was sent.
 _INTERRUPT_GRACE_SECONDS = 5.0
 # While cells run, how often the remote is asked whether the kernel still exists: a kernel
@@ -330,7 +334,7 @@ class KernelExecutor:
                 frame = await upstream.recv()
                 self._heard = anyio.current_time()
                 try:
-                    probe = self._dispatch(frame)
+                    probe = await self._dispatch(len(frame), *self._parse(frame))
                 except (FrameError, ValueError, RecursionError, UnicodeDecodeError) as e:
                     probe = False
                     logger.warning("The remote sent a malformed frame to the executor",
@@ -347,8 +351,8 @@ class KernelExecutor:
             self.ended = True
             scope.cancel()
 
-    def _dispatch(self, frame: Frame) -> bool:
-        """Handle one frame from the kernel; whether it was about a liveness probe."""
+    def _parse(self, frame: Frame) -> tuple[str, Any, Any, Callable[[], Any]]:
+        """A frame's channel, header, parent header and (read when asked) content."""
         content_of: Callable[[], Any]
         if self._v1 and isinstance(frame, bytes):
             parts = v1_parts(frame)
@@ -365,6 +369,11 @@ class KernelExecutor:
 
             def content_of() -> Any:
                 return message.get("content")
+        return channel, header, parent, content_of
+
+    async def _dispatch(self, size: int, channel: str, header: Any, parent: Any,
+                        content_of: Callable[[], Any]) -> bool:
+        """Handle one message from the kernel; whether it was about a liveness probe."""
         if not isinstance(header, dict) or not isinstance(parent, dict):
             return False
         msg_type = header.get("msg_type")
@@ -386,11 +395,18 @@ class KernelExecutor:
         if execution is None:
             return False  # another client's, or one that was ended
         execution.heard = anyio.current_time()
-        content = content_of() if msg_type in _OUTPUT_TYPES or msg_type == "execute_reply" else {}
+        if msg_type in _OUTPUT_TYPES and execution.outputs.truncated:
+            return False  # over the cell's bound: not even read
+        if msg_type not in _OUTPUT_TYPES and msg_type != "execute_reply":
+            content: Any = {}
+        elif size > _LARGE_FRAME:  # read on a worker thread: the loop keeps serving
+            content = await anyio.to_thread.run_sync(content_of)
+        else:
+            content = content_of()
         if not isinstance(content, dict):
             return False
         if channel == "iopub" and msg_type in _OUTPUT_TYPES:
-            execution.write(str(msg_type), content)
+            await self._write(execution, str(msg_type), content)
         elif channel == "shell" and msg_type == "execute_reply":
             count = content.get("execution_count")
             aborted = content.get("status") == "aborted"
@@ -401,6 +417,20 @@ class KernelExecutor:
             elif self._task_group is not None:
                 self._task_group.start_soon(self._end_when_quiet, execution)
         return False
+
+    async def _write(self, execution: _Execution, msg_type: str,
+                     content: dict[str, Any]) -> None:
+        """Write an output; a long text in pieces, yielding to the loop between them (the
+        result is the same: only the last line is ever rewritten)."""
+        text = content.get("text") if msg_type == "stream" else None
+        if not isinstance(text, str) or len(text) <= _WRITE_CHUNK:
+            execution.write(msg_type, content)
+            return
+        for start in range(0, len(text), _WRITE_CHUNK):
+            if self._pending.get(execution.msg_id) is not execution:
+                return  # ended meanwhile (restart, the kernel died)
+            execution.write(msg_type, {**content, "text": text[start:start + _WRITE_CHUNK]})
+            await anyio.lowlevel.checkpoint()
 
     def _status(self, msg_id: Any, content: Any) -> None:
         state = content.get("execution_state") if isinstance(content, dict) else None
@@ -495,8 +525,7 @@ class Executions:
         with anyio.fail_after(10):
             await self._ready.wait()
         if kernel_id in self.died:
-            raise RemoteKernelsError(409, f"Kernel {kernel_id} died while a cell ran: restart "
-                                     "it to run cells again", "Conflict")
+            raise kernel_died(kernel_id)
         assert self._holds is not None
         room = await open_notebook(self.yjs, self.file_id, document_id)
         release = await self._holds.hold(room)

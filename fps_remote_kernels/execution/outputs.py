@@ -21,6 +21,7 @@ from typing import Any
 from pycrdt import Array, Map, Text
 
 _CONTROL = re.compile(r"[\r\b\n]")
+_REWRITE = re.compile(r"[\r\b]")
 
 
 def as_y_numbers(value: Any) -> Any:
@@ -57,10 +58,17 @@ class _Line:
 
     def write(self, new: str) -> str:
         """Write `new`; the text it made final (up to its last `\\n`)."""
-        if self.cursor == len(self.text) and not _CONTROL.search(new):
-            self.text += new
+        if self.cursor == len(self.text) and not _REWRITE.search(new):
+            # Only newlines (the usual case): no loop over the lines.
+            end = new.rfind("\n") + 1
+            if not end:
+                self.text += new
+                self.cursor = len(self.text)
+                return ""
+            finished = self.text + new[:end]
+            self.text = new[end:]
             self.cursor = len(self.text)
-            return ""
+            return finished
         finished: list[str] = []
         line, cursor, position = list(self.text), self.cursor, 0
         for match in _CONTROL.finditer(new):
