@@ -17,8 +17,9 @@ as JupyterLab does (outputs.py), so the room saves them to disk, browser or not.
   shell are separate channels: outputs may follow the reply, by seconds for a cell that
   printed megabytes); nothing sent before `idle` is dropped. Only a kernel that never sends
   `idle` is bounded: its execution ends once nothing came for it for a while after the reply.
-- The receiving pump yields to the event loop after each frame: a backlog of large outputs
-  must not hold the front's other requests.
+- The receiving pump yields to the event loop after each frame, writes a long stream text in
+  pieces (yielding between them) and reads a large message's content on a worker thread: a
+  backlog of large outputs must not hold the front's other requests.
 - A kernel process that dies while its cell runs: a Jupyverse remote neither says so nor
   closes the socket. While cells run the kernel is asked `kernel_info` on the control channel
   (answered by ipykernel even while busy) every few seconds; a kernel that answered such a

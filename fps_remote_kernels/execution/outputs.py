@@ -65,10 +65,10 @@ class _Line:
                 self.text += new
                 self.cursor = len(self.text)
                 return ""
-            finished = self.text + new[:end]
+            done = self.text + new[:end]
             self.text = new[end:]
             self.cursor = len(self.text)
-            return finished
+            return done
         finished: list[str] = []
         line, cursor, position = list(self.text), self.cursor, 0
         for match in _CONTROL.finditer(new):
