@@ -456,6 +456,15 @@ class RemoteKernelsConfig(_RemoteConnection):
             "answered 429."
         ),
     )
+    execution_output_limit: int = Field(ge=0, le=10**12,
+        default=100_000_000,
+        description=(
+            "Bytes of output one cell may hold, in the notebook and in the front's memory, "
+            "under server-side execution (characters of stream text, JSON of rich outputs). "
+            "Beyond it the cell gets a stderr output saying so and later output is dropped, "
+            "as jupyter_server warns when its iopub_data_rate_limit drops output. 0: no limit."
+        ),
+    )
 
     # ---- end of server-side execution
 

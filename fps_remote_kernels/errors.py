@@ -133,6 +133,11 @@ def execution_unavailable() -> RemoteKernelsError:
         "yrooms, ystore_sqlite or file_id)", "Not Implemented")
 
 
+def kernel_died(kernel_id: str) -> RemoteKernelsError:
+    return RemoteKernelsError(409, f"Kernel {kernel_id} died while a cell ran: restart it to "
+                              "run cells again", "Conflict")
+
+
 def queue_full(kernel_id: str, limit: int) -> RemoteKernelsError:
     return RemoteKernelsError(
         429, f"Kernel {kernel_id} already has {limit} cells queued or running for server-side "

@@ -34,6 +34,7 @@ from .host.unread_body import CloseAfterUnreadBody
 from .host.uvicorn_server import UvicornServer, listen_address, login_url
 from .local.kernel_host import LocalKernels
 from .metrics import Metrics, MetricsRoutes
+from .relay.busy_watch import BusyWatch
 from .relay.replay import ReplayBuffers, ReplayLimits
 from .remote.health import Probes
 from .remote.kernels import RemoteKernels
@@ -68,6 +69,7 @@ class RemoteKernelsModule(Module):
         self._culling: anyio.CancelScope | None = None
         self._uvicorn: UvicornServer | None = None
         self._probes: Probes | None = None
+        self._busy_watch: BusyWatch | None = None
 
     async def prepare(self) -> None:
         # fps shares this list of failures between all modules (ours included) from now on.
@@ -140,6 +142,9 @@ class RemoteKernelsModule(Module):
         )
         self.kernels.observers.add(activity)
         self.kernels.process_facts = self.process_facts
+        # After activity: it sees the socket closed first.
+        self._busy_watch = BusyWatch(activity, service)
+        self.kernels.observers.add(self._busy_watch)
         self._serve_metrics(app, routes_auth, remotes, store, self.kernels.replay)
         if self.config.cull_idle_timeout > 0:
             self._culler = Culler(service, CullPolicy(
@@ -161,6 +166,8 @@ class RemoteKernelsModule(Module):
                 tg.start_soon(self._uvicorn.serve)
             if self._executions is not None:
                 tg.start_soon(self._executions.run)
+            if self._busy_watch is not None:
+                tg.start_soon(self._busy_watch.run)
             if self._local is not None:
                 tg.start_soon(self._local.run)  # not awaited: the front starts at once
             if self._culler is not None:
@@ -283,7 +290,8 @@ class RemoteKernelsModule(Module):
         self._executions = kernels.executions = Executions(
             kernels.service, yjs, file_id, self.config.execution_queue_limit,
             lambda: kernels.observers.all,
-            self.config.connect_timeout + 2 * self.config.request_timeout)
+            self.config.connect_timeout + 2 * self.config.request_timeout,
+            self.config.execution_output_limit or None)
         logger.info("Server-side execution available (POST /api/kernels/{id}/execute)",
                     execution_queue_limit=self.config.execution_queue_limit)
 

@@ -248,9 +248,12 @@ class _RemoteKernels(Kernels):
     @answers_errors
     async def interrupt_kernel(self, kernel_id, user: User):
         kernel_id = checked_kernel_id(kernel_id)
-        await self.service.interrupt_kernel(kernel_id)
-        if self.executions is not None:
-            self.executions.kernel_interrupted(kernel_id)
+        try:
+            await self.service.interrupt_kernel(kernel_id)
+        finally:
+            # Even when the remote could not deliver it (a dead kernel): the cells must stop.
+            if self.executions is not None:
+                self.executions.kernel_interrupted(kernel_id)
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     @answers_errors

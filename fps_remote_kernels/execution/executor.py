@@ -14,7 +14,18 @@ as JupyterLab does (outputs.py), so the room saves them to disk, browser or not.
   aborted reply has no count). The route answers once the cell is queued ("Run all" POSTs every
   cell at once; requests held for a cell's length would stall the browser's connections).
 - An execution ends when both its `execute_reply` and its iopub `idle` arrived (iopub and
-  shell are separate channels: outputs may follow the reply), or shortly after the reply.
+  shell are separate channels: outputs may follow the reply, by seconds for a cell that
+  printed megabytes); nothing sent before `idle` is dropped. Only a kernel that never sends
+  `idle` is bounded: its execution ends once nothing came for it for a while after the reply.
+- The receiving pump yields to the event loop after each frame, writes a long stream text in
+  pieces (yielding between them) and reads a large message's content on a worker thread: a
+  backlog of large outputs must not hold the front's other requests.
+- A kernel process that dies while its cell runs: a Jupyverse remote neither says so nor
+  closes the socket. While cells run the kernel is asked `kernel_info` on the control channel
+  (answered by ipykernel even while busy) every few seconds; a kernel that answered such a
+  probe during this run and then sends nothing at all for a while has died. Its running cell
+  ends with an error output saying so, the queued ones without a count, and the next execute
+  is answered 409 until the kernel is restarted (JupyterLab shows a dead kernel the same way).
 - Queued and running cells per kernel are bounded (`execution_queue_limit`: 429 beyond).
 - stdin is not offered (`allow_stdin: false`): `input()` fails at once instead of hanging.
 - Restart or shutdown of the kernel, its socket closing (remote gone), the remote saying the
@@ -41,10 +52,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
 import structlog
 
 from ..api.service import KernelService
-from ..errors import RemoteKernelsError, queue_full
+from ..errors import RemoteKernelsError, kernel_died, queue_full
 from ..observers import ChannelsObserver, Frame
 from ..relay.frames import V1_PROTOCOL, FrameError, legacy_message, message_frame, v1_parts
 from ..remote.kernel_socket import ConnectionClosed, UpstreamConnection
@@ -54,8 +67,18 @@ from .outputs import CellOutputs
 logger = structlog.get_logger()
 
 
-# After an execute_reply, how long its iopub `idle` (and the outputs before it) may lag.
-_IDLE_AFTER_REPLY_SECONDS = 2.0
+# After an execute_reply, how long nothing may come for the execution before it is taken to
+# have ended without its iopub `idle`.
+_QUIET_AFTER_REPLY_SECONDS = 30.0
+# While cells run, the kernel is probed this often (kernel_info on the control channel, which
+# ipykernel answers from its own thread while a cell runs), and taken as dead after this long
+# silent. Long enough for a single C call that holds the GIL (nothing answers meanwhile):
+# a shorter wait ends such a cell as dead while it still runs.
+_PROBE_SECONDS = 2.0
+_DEAD_SECONDS = 30.0
+# Frames above this are parsed on a worker thread; stream text is written in pieces of this.
+_LARGE_FRAME = 1 << 20
+_WRITE_CHUNK = 1 << 18
 # After an interrupt, how long the kernel has to answer the cells it was sent.
 _INTERRUPT_GRACE_SECONDS = 5.0
 # While cells run, how often the remote is asked whether the kernel still exists: a kernel
@@ -80,6 +103,8 @@ class _Execution:
     msg_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     replied: bool = False
     idle: bool = False
+    heard: float = 0.0  # anyio.current_time() of its last message
+    busy: bool = False  # the kernel started running it
     count: int | None = None
     broken: bool = False  # its cell can no longer be written (deleted, document reloaded)
 
@@ -129,6 +154,11 @@ class KernelExecutor:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._v1 = False
         self._reason = "closed"
+        self._probes: set[str] = set()
+        self._probe_answered = False  # a control probe answered while cells ran
+        self._heard = 0.0  # anyio.current_time() of the kernel's last frame
+        self.died = False
+        self._probe_now = anyio.Event()
 
     def __len__(self) -> int:
         return len(self._outbox) + len(self._pending)
@@ -177,6 +207,7 @@ class KernelExecutor:
                         self.opened.set()
                         tg.start_soon(self._send, upstream, tg.cancel_scope)
                         tg.start_soon(self._watch_kernel, tg.cancel_scope)
+                        tg.start_soon(self._probe, upstream, tg.cancel_scope)
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_SECONDS):
                         await upstream.close()
@@ -230,6 +261,44 @@ class KernelExecutor:
             scope.cancel()
             return
 
+    async def _probe(self, upstream: UpstreamConnection, scope: anyio.CancelScope) -> None:
+        """Declare the kernel dead when, while cells run, it stops answering control probes
+        after it answered one while running a cell (a kernel that does not answer the control
+        channel while busy is left to the other checks)."""
+        while True:
+            self._probe_now = anyio.Event()
+            if not self._pending:
+                self._probe_answered = False
+                self._probes.clear()
+            else:
+                if (self._probe_answered
+                        and anyio.current_time() - self._heard > _DEAD_SECONDS):
+                    self._died()
+                    scope.cancel()
+                    return
+                msg_id = uuid.uuid4().hex
+                self._probes.add(msg_id)
+                try:
+                    await upstream.send(self._message("kernel_info_request", msg_id, {},
+                                                      channel="control"))
+                except ConnectionClosed:
+                    return
+            with anyio.move_on_after(_PROBE_SECONDS):
+                await self._probe_now.wait()
+
+    def _died(self) -> None:
+        """The running cell gets an error saying the kernel died; the rest end with it."""
+        self.died, self.ended = True, True
+        self._reason = "the kernel died"
+        running = next(iter(self._pending.values()), None)
+        if running is not None:
+            running.write("error", {
+                "ename": "DeadKernelError",
+                "evalue": f"The kernel died while this cell ran (it answered nothing for "
+                          f"{_DEAD_SECONDS:g} s); restart it to run cells again",
+                "traceback": []})
+        logger.warning("Kernel died while cells ran", kernel_id=self.kernel_id)
+
     def _end_all(self) -> None:
         executions = [*self._pending.values(), *self._outbox]
         self._pending.clear()
@@ -267,13 +336,17 @@ class KernelExecutor:
         try:
             while True:
                 frame = await upstream.recv()
-                for observer in observers:  # the kernel's activity, as for relayed sockets
-                    observer.from_kernel(kernel_id, frame)
+                self._heard = anyio.current_time()
                 try:
-                    self._dispatch(frame)
+                    probe = await self._dispatch(len(frame), *self._parse(frame))
                 except (FrameError, ValueError, RecursionError, UnicodeDecodeError) as e:
+                    probe = False
                     logger.warning("The remote sent a malformed frame to the executor",
                                    kernel_id=kernel_id, problem=str(e))
+                if not probe:  # a probe's idle would show a busy kernel idle
+                    for observer in observers:  # the kernel's activity, as for relayed sockets
+                        observer.from_kernel(kernel_id, frame)
+                await anyio.lowlevel.checkpoint()
         except ConnectionClosed as e:
             received = e.received
             self._reason = (f"remote closed it ({received.code} {received.reason})".strip()
@@ -282,7 +355,8 @@ class KernelExecutor:
             self.ended = True
             scope.cancel()
 
-    def _dispatch(self, frame: Frame) -> None:
+    def _parse(self, frame: Frame) -> tuple[str, Any, Any, Callable[[], Any]]:
+        """A frame's channel, header, parent header and (read when asked) content."""
         content_of: Callable[[], Any]
         if self._v1 and isinstance(frame, bytes):
             parts = v1_parts(frame)
@@ -299,23 +373,44 @@ class KernelExecutor:
 
             def content_of() -> Any:
                 return message.get("content")
+        return channel, header, parent, content_of
+
+    async def _dispatch(self, size: int, channel: str, header: Any, parent: Any,
+                        content_of: Callable[[], Any]) -> bool:
+        """Handle one message from the kernel; whether it was about a liveness probe."""
         if not isinstance(header, dict) or not isinstance(parent, dict):
-            return
+            return False
         msg_type = header.get("msg_type")
+        parent_id = parent.get("msg_id")
+        if parent_id in self._probes:
+            if msg_type == "kernel_info_reply":
+                self._probes.discard(parent_id)
+                running = next(iter(self._pending.values()), None)
+                if running is not None and running.busy and not running.idle:
+                    self._probe_answered = True
+            return True
         if channel == "iopub" and msg_type == "status":
-            self._status(parent.get("msg_id"), content_of())
-            return
-        if msg_type == "kernel_info_reply" and parent.get("msg_id") in self._greetings:
+            self._status(parent_id, content_of())
+            return False
+        if msg_type == "kernel_info_reply" and parent_id in self._greetings:
             self._greeted.set()
-            return
-        execution = self._pending.get(parent.get("msg_id"))  # type: ignore[arg-type]
+            return False
+        execution = self._pending.get(parent_id)  # type: ignore[arg-type]
         if execution is None:
-            return  # another client's, or one that was ended
-        content = content_of() if msg_type in _OUTPUT_TYPES or msg_type == "execute_reply" else {}
+            return False  # another client's, or one that was ended
+        execution.heard = anyio.current_time()
+        if msg_type in _OUTPUT_TYPES and execution.outputs.truncated:
+            return False  # over the cell's bound: not even read
+        if msg_type not in _OUTPUT_TYPES and msg_type != "execute_reply":
+            content: Any = {}
+        elif size > _LARGE_FRAME:  # read on a worker thread: the loop keeps serving
+            content = await anyio.to_thread.run_sync(content_of)
+        else:
+            content = content_of()
         if not isinstance(content, dict):
-            return
+            return False
         if channel == "iopub" and msg_type in _OUTPUT_TYPES:
-            execution.write(str(msg_type), content)
+            await self._write(execution, str(msg_type), content)
         elif channel == "shell" and msg_type == "execute_reply":
             count = content.get("execution_count")
             aborted = content.get("status") == "aborted"
@@ -324,8 +419,22 @@ class KernelExecutor:
             if execution.idle:
                 self._finish(execution)
             elif self._task_group is not None:
-                self._task_group.start_soon(self._end_later, [execution],
-                                            _IDLE_AFTER_REPLY_SECONDS)
+                self._task_group.start_soon(self._end_when_quiet, execution)
+        return False
+
+    async def _write(self, execution: _Execution, msg_type: str,
+                     content: dict[str, Any]) -> None:
+        """Write an output; a long text in pieces, yielding to the loop between them (the
+        result is the same: only the last line is ever rewritten)."""
+        text = content.get("text") if msg_type == "stream" else None
+        if not isinstance(text, str) or len(text) <= _WRITE_CHUNK:
+            execution.write(msg_type, content)
+            return
+        for start in range(0, len(text), _WRITE_CHUNK):
+            if self._pending.get(execution.msg_id) is not execution:
+                return  # ended meanwhile (restart, the kernel died)
+            execution.write(msg_type, {**content, "text": text[start:start + _WRITE_CHUNK]})
+            await anyio.lowlevel.checkpoint()
 
     def _status(self, msg_id: Any, content: Any) -> None:
         state = content.get("execution_state") if isinstance(content, dict) else None
@@ -335,7 +444,10 @@ class KernelExecutor:
                 self._finish(pending)
             return
         execution = self._pending.get(msg_id) if isinstance(msg_id, str) else None
-        if execution is not None and state == "idle":
+        if execution is not None and state == "busy":
+            execution.busy = True
+            self._probe_now.set()  # whether the kernel answers probes while it runs a cell
+        elif execution is not None and state == "idle":
             execution.idle = True
             if execution.replied:
                 self._finish(execution)
@@ -343,6 +455,15 @@ class KernelExecutor:
     def _finish(self, execution: _Execution) -> None:
         if self._pending.pop(execution.msg_id, None) is execution:
             execution.finish()
+
+    async def _end_when_quiet(self, execution: _Execution) -> None:
+        """End a replied execution whose `idle` never came, once nothing came for it."""
+        while execution.msg_id in self._pending:
+            quiet = anyio.current_time() - execution.heard
+            if quiet >= _QUIET_AFTER_REPLY_SECONDS:
+                self._finish(execution)
+                return
+            await anyio.sleep(_QUIET_AFTER_REPLY_SECONDS - quiet)
 
     async def _end_later(self, executions: list[_Execution], seconds: float) -> None:
         await anyio.sleep(seconds)
@@ -356,9 +477,9 @@ class KernelExecutor:
         }, {"cellId": execution.cell_id})
 
     def _message(self, msg_type: str, msg_id: str, content: dict[str, Any],
-                 metadata: dict[str, Any] | None = None) -> Frame:
+                 metadata: dict[str, Any] | None = None, channel: str = "shell") -> Frame:
         return message_frame({
-            "channel": "shell",
+            "channel": channel,
             "header": {
                 "msg_id": msg_id, "msg_type": msg_type, "session": self.session_id,
                 "username": _USERNAME, "version": "5.3",
@@ -377,8 +498,10 @@ class Executions:
 
     def __init__(self, service: KernelService, yjs: Any, file_id: Any, limit: int,
                  observers: Callable[[], tuple[ChannelsObserver, ...]] = tuple,
-                 open_timeout: float = 60.0) -> None:
+                 open_timeout: float = 60.0, output_limit: int | None = None) -> None:
         self.service = service
+        self.output_limit = output_limit
+        self.died: set[str] = set()  # kernels that died under a cell, until restarted
         self.yjs = yjs
         self.file_id = file_id
         self.limit = limit
@@ -405,6 +528,8 @@ class Executions:
         """Queue the cell on the kernel (False: not a code cell, nothing runs)."""
         with anyio.fail_after(10):
             await self._ready.wait()
+        if kernel_id in self.died:
+            raise kernel_died(kernel_id)
         assert self._holds is not None
         room = await open_notebook(self.yjs, self.file_id, document_id)
         release = await self._holds.hold(room)
@@ -415,7 +540,8 @@ class Executions:
             code = str(ycell.get("source") or "")
             executor = await self._executor(kernel_id)
             # No await from here on: cells are queued in the order their requests got here.
-            executor.submit(_Execution(cell_id, code, CellOutputs(ycell), release))
+            executor.submit(_Execution(cell_id, code, CellOutputs(ycell, self.output_limit),
+                                       release))
         except BaseException:
             release()
             raise
@@ -435,6 +561,7 @@ class Executions:
             executor.interrupted()
 
     def _end(self, kernel_id: str, reason: str) -> None:
+        self.died.discard(kernel_id)
         executor = self.executors.pop(kernel_id, None)
         if executor is not None:
             executor.end(reason)
@@ -462,6 +589,8 @@ class Executions:
         try:
             await executor.run()
         finally:
+            if executor.died:
+                self.died.add(executor.kernel_id)
             if self.executors.get(executor.kernel_id) is executor:
                 del self.executors[executor.kernel_id]
 

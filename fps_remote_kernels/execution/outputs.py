@@ -14,12 +14,14 @@ This module writes a cell's outputs as JupyterLab's own executor does (`@jupyter
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from pycrdt import Array, Map, Text
 
 _CONTROL = re.compile(r"[\r\b\n]")
+_REWRITE = re.compile(r"[\r\b]")
 
 
 def as_y_numbers(value: Any) -> Any:
@@ -38,38 +40,88 @@ def as_y_numbers(value: Any) -> Any:
 def process_text(text: str, cursor: int, new: str) -> tuple[str, int]:
     """`text` with `new` written at `cursor`, as a terminal does: `\\r` goes back to the start
     of the line, `\\b` erases the previous character of the line, `\\n` ends the text's line."""
-    if cursor == len(text) and not _CONTROL.search(new):
-        return text + new, len(text) + len(new)
-    position = 0
-    for match in _CONTROL.finditer(new):
-        chunk = new[position:match.start()]
-        text = text[:cursor] + chunk + text[cursor + len(chunk):]
-        cursor += len(chunk)
-        control = match.group()
-        if control == "\n":
-            text += "\n"
-            cursor = len(text)
-        elif control == "\r":
-            while cursor > 0 and text[cursor - 1] != "\n":
+    line = _Line()
+    frozen = text.rfind("\n", 0, cursor) + 1  # \r and \b never reach before this
+    line.text, line.cursor = text[frozen:], cursor - frozen
+    written = line.write(new)
+    return text[:frozen] + written + line.text, frozen + len(written) + line.cursor
+
+
+class _Line:
+    """The last line of a stream's text and the cursor in it: what `\\r` and `\\b` can still
+    rewrite. Everything before the last `\\n` is final, so each chunk costs its own length
+    plus the last line's, never the whole text's."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.cursor = 0
+
+    def write(self, new: str) -> str:
+        """Write `new`; the text it made final (up to its last `\\n`)."""
+        if self.cursor == len(self.text) and not _REWRITE.search(new):
+            # Only newlines (the usual case): no loop over the lines.
+            end = new.rfind("\n") + 1
+            if not end:
+                self.text += new
+                self.cursor = len(self.text)
+                return ""
+            done = self.text + new[:end]
+            self.text = new[end:]
+            self.cursor = len(self.text)
+            return done
+        finished: list[str] = []
+        line, cursor, position = list(self.text), self.cursor, 0
+        for match in _CONTROL.finditer(new):
+            chunk = new[position:match.start()]
+            line[cursor:cursor + len(chunk)] = chunk
+            cursor += len(chunk)
+            control = match.group()
+            if control == "\n":
+                finished.append("".join(line))
+                finished.append("\n")
+                line, cursor = [], 0
+            elif control == "\r":
+                cursor = 0
+            elif cursor > 0:
+                del line[cursor - 1]
                 cursor -= 1
-        elif cursor > 0 and text[cursor - 1] != "\n":
-            text = text[:cursor - 1] + text[cursor:]
-            cursor -= 1
-        position = match.end()
-    chunk = new[position:]
-    text = text[:cursor] + chunk + text[cursor + len(chunk):]
-    return text, cursor + len(chunk)
+            position = match.end()
+        chunk = new[position:]
+        line[cursor:cursor + len(chunk)] = chunk
+        self.text, self.cursor = "".join(line), cursor + len(chunk)
+        return "".join(finished)
+
+
+class _Stream:
+    """The last output, a stream: its name, the length of its final text in the Y text, and
+    the line after it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.final = 0
+        self.line = _Line()
+
+
+def truncation_marker(limit: int) -> str:
+    """What a cell shows where its output was cut, as jupyter_server warns when
+    `iopub_data_rate_limit` drops output."""
+    return (f"Output truncated: this cell's output reached {limit} bytes "
+            "(remote_kernels.execution_output_limit); the rest was dropped.\n")
 
 
 class CellOutputs:
-    """The outputs of one execution of one Y cell (a `pycrdt.Map` of a YNotebook)."""
+    """The outputs of one execution of one Y cell (a `pycrdt.Map` of a YNotebook), at most
+    `limit` bytes of them (characters of text, JSON of rich outputs): beyond it the cell gets
+    a stderr output saying so, and nothing more."""
 
-    def __init__(self, ycell: Map) -> None:
+    def __init__(self, ycell: Map, limit: int | None = None) -> None:
         self.ycell = ycell
+        self.limit = limit
         self._clear_next = False
-        # The last output's stream text as written, and the cursor in it (for \r and \b).
-        self._stream: tuple[str, str, int] | None = None  # (name, text, cursor)
+        self._stream: _Stream | None = None
         self._display_ids: dict[str, list[int]] = {}
+        self._held = 0  # bytes of the outputs before the current stream
+        self.truncated = False
 
     @property
     def outputs(self) -> Array:
@@ -84,7 +136,7 @@ class CellOutputs:
             self.outputs.clear()
             self.ycell["execution_count"] = None
             self.ycell["execution_state"] = "running"
-        self._stream, self._display_ids, self._clear_next = None, {}, False
+        self._reset()
 
     def finish(self, execution_count: int | None) -> None:
         with self.ycell.doc.transaction():
@@ -94,6 +146,8 @@ class CellOutputs:
 
     def handle(self, msg_type: str, content: dict[str, Any]) -> None:
         """Write one iopub message of this execution."""
+        if self.truncated:
+            return
         with self.ycell.doc.transaction():
             if msg_type == "stream":
                 self._add_stream(str(content.get("name") or "stdout"),
@@ -108,28 +162,64 @@ class CellOutputs:
             elif msg_type == "update_display_data":
                 self._update_display(content)
 
+    def _reset(self) -> None:
+        self._stream, self._display_ids, self._clear_next = None, {}, False
+        self._held, self.truncated = 0, False
+
     def _clear(self) -> None:
         self.outputs.clear()
-        self._stream, self._display_ids, self._clear_next = None, {}, False
+        self._reset()
+
+    def _room(self) -> int | None:
+        """Bytes still allowed, None without a limit."""
+        if self.limit is None:
+            return None
+        stream = self._stream
+        used = self._held + (stream.final + len(stream.line.text) if stream else 0)
+        return max(self.limit - used, 0)
+
+    def _truncate(self) -> None:
+        assert self.limit is not None
+        self._end_stream()
+        self.outputs.append(Map({"output_type": "stream", "name": "stderr",
+                                 "text": Text(truncation_marker(self.limit))}))
+        self.truncated = True
+
+    def _end_stream(self) -> None:
+        if self._stream is not None:
+            self._held += self._stream.final + len(self._stream.line.text)
+            self._stream = None
 
     def _add_stream(self, name: str, text: str) -> None:
         if self._clear_next:
             self._clear()
+        room = self._room()
+        cut = room is not None and len(text) > room
+        if cut:
+            text = text[:room]
         outputs = self.outputs
-        if self._stream is not None and self._stream[0] == name and len(outputs):
-            _, old, cursor = self._stream
-            new, cursor = process_text(old, cursor, text)
+        stream = self._stream
+        if stream is not None and stream.name == name and len(outputs):
+            # Only the last line can change: the Y text is rewritten from there on.
+            old = stream.line.text
+            finished = stream.line.write(text)
+            tail = finished + stream.line.text if finished else stream.line.text
+            common = len(old) if tail.startswith(old) else _common_prefix(old, tail)
             ytext = outputs[len(outputs) - 1]["text"]
-            common = len(old) if new.startswith(old) else _common_prefix(old, new)
             if common < len(old):
-                del ytext[common:len(old)]
-            if common < len(new):
-                ytext.insert(common, new[common:])
-            self._stream = (name, new, cursor)
-            return
-        new, cursor = process_text("", 0, text)
-        outputs.append(Map({"output_type": "stream", "name": name, "text": Text(new)}))
-        self._stream = (name, new, cursor)
+                del ytext[stream.final + common:stream.final + len(old)]
+            if common < len(tail):
+                ytext.insert(stream.final + common, tail[common:])
+            stream.final += len(finished)
+        elif text or not cut:
+            self._end_stream()
+            stream = self._stream = _Stream(name)
+            finished = stream.line.write(text)
+            stream.final = len(finished)
+            outputs.append(Map({"output_type": "stream", "name": name,
+                                "text": Text(finished + stream.line.text)}))
+        if cut:
+            self._truncate()
 
     def _add_output(self, output_type: str, content: dict[str, Any]) -> None:
         if self._clear_next:
@@ -138,12 +228,19 @@ class CellOutputs:
         output["output_type"] = output_type
         if output_type != "error":
             output.setdefault("metadata", {})
+        self._end_stream()
+        room = self._room()
+        if room is not None:
+            size = len(json.dumps(output, default=str))
+            if size > room:
+                self._truncate()
+                return
+            self._held += size
         outputs = self.outputs
         display_id = (content.get("transient") or {}).get("display_id")
         if display_id and output_type == "display_data":
             self._display_ids.setdefault(str(display_id), []).append(len(outputs))
         outputs.append(Map(as_y_numbers(output)))
-        self._stream = None
 
     def _update_display(self, content: dict[str, Any]) -> None:
         display_id = (content.get("transient") or {}).get("display_id")

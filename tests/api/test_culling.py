@@ -111,14 +111,16 @@ async def two_culling_rounds(api: httpx.AsyncClient) -> None:
         await wait_culled(api, created.json()["id"])
 
 
-async def busy_kernel(front: Server, api: httpx.AsyncClient, kernel_id: str) -> None:
-    """Leave the kernel running a long cell, with no socket open."""
+async def busy_kernel(front: Server, api: httpx.AsyncClient, kernel_id: str,
+                      seconds: float = 120) -> None:
+    """Leave the kernel running a cell of `seconds`, with no socket open."""
     conn = await KernelConnection.open(ws_url(front, kernel_id), cookie=cookie_header(api),
                                        open_timeout=30)
     try:
         await conn.execute("1", timeout=30)
         msg_id = await conn.request("execute_request", {
-            "code": "import time; time.sleep(120)", "silent": False, "store_history": False,
+            "code": f"import time; time.sleep({seconds})", "silent": False,
+            "store_history": False,
             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
         await conn.wait_for("execute_input", parent=msg_id, timeout=30)
     finally:
@@ -164,6 +166,25 @@ async def test_a_busy_kernel_is_not_culled(servers: Servers) -> None:
             assert session["id"] in await session_ids(api)
         finally:
             await api.delete(f"/api/sessions/{session['id']}")
+
+
+async def test_a_kernel_left_busy_is_culled_once_its_cell_ends(servers: Servers) -> None:
+    """A kernel whose last client left while a cell ran reads idle once the cell ends, and
+    is then culled (cull_busy off)."""
+    front = servers.on_jupyverse
+    async with logged_in(front) as api:
+        response = await api.post("/api/kernels", json={"name": "python3"})
+        assert response.status_code == 201, response.text
+        kernel_id = response.json()["id"]
+        await busy_kernel(front, api, kernel_id, seconds=6)
+        model = (await api.get(f"/api/kernels/{kernel_id}")).json()
+        assert model["execution_state"] == "busy", model
+        with anyio.fail_after(30):
+            while model["execution_state"] == "busy":
+                await anyio.sleep(0.2)
+                model = (await api.get(f"/api/kernels/{kernel_id}")).json()
+        assert model["execution_state"] == "idle", model
+        await wait_culled(api, kernel_id)
 
 
 async def test_a_connected_kernel_is_not_culled(servers: Servers) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from jupyter_ydoc import YNotebook
 
-from fps_remote_kernels.execution.outputs import CellOutputs, process_text
+from fps_remote_kernels.execution.outputs import CellOutputs, process_text, truncation_marker
 
 pytestmark = pytest.mark.fast
 
@@ -106,3 +106,30 @@ def test_aborted_reply_goes_idle_without_a_count() -> None:
     cell.finish(None)
     assert notebook.ycells[0]["execution_state"] == "idle"
     assert notebook.get()["cells"][0]["execution_count"] is None
+
+
+def test_output_over_the_limit_ends_with_the_marker() -> None:
+    """Output beyond the cell's limit is cut at the limit, followed by a stderr output that
+    names the option; nothing after it is written."""
+    notebook, cell = _cell()
+    cell.limit = 10
+    cell.start()
+    cell.handle("stream", {"name": "stdout", "text": "01234"})
+    cell.handle("stream", {"name": "stdout", "text": "56789abc"})
+    cell.handle("stream", {"name": "stdout", "text": "more"})
+    cell.handle("display_data", {"data": {"text/plain": "x"}, "metadata": {}})
+    outputs = _outputs(notebook)
+    assert outputs[0]["text"] == "0123456789"
+    assert outputs[1]["name"] == "stderr"
+    assert outputs[1]["text"] == truncation_marker(10)
+    assert len(outputs) == 2
+
+
+def test_many_lines_in_many_chunks_read_as_one_text() -> None:
+    """Chunks that split lines and mix `\\r` and `\\b` give the same text as one write."""
+    text = "".join(f"{i}\r{i + 1}\bx\n" if i % 3 else f"{i}\n" for i in range(3000))
+    notebook, cell = _cell()
+    cell.start()
+    for start in range(0, len(text), 7):
+        cell.handle("stream", {"name": "stdout", "text": text[start:start + 7]})
+    assert _outputs(notebook)[0]["text"] == process_text("", 0, text)[0]
