@@ -32,7 +32,11 @@ def started_by_a_script(server: Server, tmp_path: Path) -> tuple[subprocess.Pope
                                env={**server._environment(), "PIDFILE": str(pidfile)},
                                cwd=server.workdir, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "no pid written")
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "no pid written")
+    except BaseException:
+        os.killpg(wrapper.pid, signal.SIGKILL)
+        raise
     pid = int(pidfile.read_text())
 
     def answers() -> bool:
@@ -43,7 +47,11 @@ def started_by_a_script(server: Server, tmp_path: Path) -> tuple[subprocess.Pope
         except httpx.HTTPError:
             return False
 
-    wait_for(answers, 90, f"the server never answered:\n{server.log_tail()}")
+    try:
+        wait_for(answers, 90, "the server never answered")
+    except BaseException:
+        os.killpg(wrapper.pid, signal.SIGKILL)  # the server is in the wrapper's group
+        raise
     return wrapper, pid
 
 

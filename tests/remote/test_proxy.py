@@ -78,10 +78,14 @@ def start_tinyproxy(workdir: Path, *, connect_ports: list[int] | None = None) ->
                                 script], stdout=(workdir / "stdout.log").open("wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 20
-    while not accepts(port):
-        assert process.poll() is None, (workdir / "stdout.log").read_text()
-        assert time.monotonic() < deadline, "tinyproxy did not start"
-        time.sleep(0.05)
+    try:
+        while not accepts(port):
+            assert process.poll() is None, (workdir / "stdout.log").read_text()
+            assert time.monotonic() < deadline, "tinyproxy did not start"
+            time.sleep(0.05)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
     return ForwardProxy(f"http://{USER}:{PASSWORD}@127.0.0.1:{port}", log, process)
 
 
