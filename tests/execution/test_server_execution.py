@@ -31,7 +31,7 @@ OUTPUTS = """\
 import sys
 from IPython.display import display, clear_output
 print("a")
-print("b")
+print("b", flush=True)  # the kernel's own stdout and stderr flush apart: order them here
 print("e", file=sys.stderr)
 display({"text/plain": "shown"}, raw=True, metadata={"m": 1})
 handle = display("v1", display_id=True)
